@@ -104,7 +104,7 @@ BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
     _entry("mathstral-7b", context=32768, caps="chat", status=RETIRED, replacement="magistral-small-latest",
            local_route="mathstral-7b", description="Mathstral 7B (open weights only, never a GA API model)"),
     # Embeddings (`llm embed`).
-    _entry("mistral-embed", context=8192, caps="embedding"),
+    _entry("mistral-embed", "mistral-embed", context=8192, caps="embedding"),
     _entry("codestral-embed", context=8192, caps="embedding"),
 )
 
@@ -190,12 +190,27 @@ def retired_message(entry: CatalogEntry) -> str:
 @llm.hookimpl
 def register_models(register: Any) -> None:
     try:
-        entries = load_catalog()
+        for entry in load_catalog():
+            if "chat" in entry.capabilities:
+                register(MistralChat(entry), AsyncMistralChat(entry), aliases=entry.aliases)
+        register(CodestralFIM(), AsyncCodestralFIM(), aliases=("codestral-fim",))
+        for server in load_servers():
+            if not server.embedding:
+                register(ServerChat(server), AsyncServerChat(server), aliases=server.aliases)
     except Exception:  # never break every `llm` command for one plugin's sake
-        entries = list(BUILTIN_CATALOG)
-    for entry in entries:
-        if "chat" in entry.capabilities:
-            register(MistralChat(entry), AsyncMistralChat(entry), aliases=entry.aliases)
+        pass
+
+
+@llm.hookimpl
+def register_embedding_models(register: Any) -> None:
+    try:
+        for model, aliases in embedding_models():
+            register(model, aliases=aliases)
+        for server in load_servers():
+            if server.embedding:
+                register(ServerEmbedding(server), aliases=server.aliases)
+    except Exception:  # never break every `llm` command for one plugin's sake
+        pass
 
 
 @llm.hookimpl
@@ -211,8 +226,10 @@ def register_commands(cli: click.Group) -> None:
 class MistralSuiteError(llm.ModelError, click.ClickException):
     """A failure the user can act on; llm and click show it as one ``Error: ...`` line."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, status: int | None = None, detail: str = "") -> None:
         super().__init__(message)
+        self.status = status  # the HTTP status behind it, if any
+        self.detail = detail  # the service's own words, if any
 
 
 class MissingKeyError(MistralSuiteError, llm.NeedsKeyException):
@@ -242,6 +259,7 @@ class Endpoint:
     label: str
     key_hint: str = ""
     start_hint: str = ""
+    retry_refused: bool = True  # False for local servers: "connection refused" means "not started"
 
     def headers(self, key: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -334,7 +352,7 @@ def http_error(endpoint: Endpoint, status: int, body: bytes, attempts: int, key:
         message = f"{endpoint.label} kept answering with a {what} after {attempts} attempts{suffix}. Try again later."
     else:
         message = f"{endpoint.label} rejected the request ({status}){suffix}"
-    return MistralSuiteError(redact(message, key))
+    return MistralSuiteError(redact(message, key), status=status, detail=redact(detail, key))
 
 
 def connection_error(endpoint: Endpoint, exc: Exception, attempts: int) -> MistralSuiteError:
@@ -348,6 +366,16 @@ def connection_error(endpoint: Endpoint, exc: Exception, attempts: int) -> Mistr
         what = f"dropped the connection ({exc or type(exc).__name__})"
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     return MistralSuiteError(f"{endpoint.label} {what}{tries}. {endpoint.start_hint}".strip())
+
+
+def _transport_failure(endpoint: Endpoint, exc: Exception, attempt: int) -> "_Retry":
+    """The retry for a connection failure, or the final error when retrying cannot help."""
+    import httpx
+
+    error = connection_error(endpoint, exc, attempt)
+    if isinstance(exc, httpx.ConnectError) and not endpoint.retry_refused:
+        raise error
+    return _Retry(error)
 
 
 def redact(text: str, key: str | None) -> str:
@@ -392,6 +420,42 @@ def async_client() -> "httpx.AsyncClient":
     return client
 
 
+class Pace:
+    """Shared by concurrent workers of one job: a 429 makes every worker wait out ``Retry-After``,
+    and halves how many requests may be in flight (it grows back by one per success)."""
+
+    def __init__(self, limit: int) -> None:
+        import threading
+
+        self.limit = self.ceiling = max(1, limit)
+        self.active = 0
+        self.not_before = 0.0
+        self.condition = threading.Condition()
+
+    def __enter__(self) -> "Pace":
+        with self.condition:
+            while True:
+                wait = self.not_before - time.monotonic()
+                if self.active < self.limit and wait <= 0:
+                    break
+                self.condition.wait(timeout=wait if wait > 0 else None)
+            self.active += 1
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with self.condition:
+            self.active -= 1
+            if exc_info[0] is None and self.limit < self.ceiling:
+                self.limit += 1
+            self.condition.notify_all()
+
+    def slow_down(self, delay: float) -> None:
+        with self.condition:
+            self.not_before = max(self.not_before, time.monotonic() + delay)
+            self.limit = max(1, self.limit // 2)
+            self.condition.notify_all()
+
+
 class _Retry(Exception):
     """Internal: this attempt failed in a way worth retrying."""
 
@@ -417,22 +481,36 @@ def _next_wait(endpoint: Endpoint, retry: _Retry, attempt: int) -> float:
     return delay
 
 
-def request_json(endpoint: Endpoint, method: str, path: str, key: str | None, body: Any = None) -> Any:
-    """One JSON request with retries; returns the decoded JSON answer."""
+def request_json(
+    endpoint: Endpoint, method: str, path: str, key: str | None, body: Any = None, pace: Pace | None = None
+) -> Any:
+    """One JSON request with retries; returns the decoded JSON answer.
+
+    With a ``pace``, waits are shared with the other workers of the same job instead of slept alone.
+    """
+    import contextlib
+
     import httpx
 
     client = sync_client()
     for attempt in range(1, max_attempts() + 1):
         try:
-            try:
-                response = client.request(method, endpoint.base_url + path, json=body, headers=endpoint.headers(key))
-            except httpx.TransportError as exc:
-                raise _Retry(connection_error(endpoint, exc, attempt)) from None
-            if response.status_code >= 400:
-                _check_status(endpoint, response, response.content, attempt, key)
-            return decode_json(endpoint, response.content)
+            with pace or contextlib.nullcontext():
+                try:
+                    response = client.request(
+                        method, endpoint.base_url + path, json=body, headers=endpoint.headers(key)
+                    )
+                except httpx.TransportError as exc:
+                    raise _transport_failure(endpoint, exc, attempt) from None
+                if response.status_code >= 400:
+                    _check_status(endpoint, response, response.content, attempt, key)
+                return decode_json(endpoint, response.content)
         except _Retry as retry:
-            time.sleep(_next_wait(endpoint, retry, attempt))
+            delay = _next_wait(endpoint, retry, attempt)
+            if pace is None:
+                time.sleep(delay)
+            else:
+                pace.slow_down(delay)
     raise AssertionError("unreachable")
 
 
@@ -450,7 +528,7 @@ async def arequest_json(endpoint: Endpoint, method: str, path: str, key: str | N
                     method, endpoint.base_url + path, json=body, headers=endpoint.headers(key)
                 )
             except httpx.TransportError as exc:
-                raise _Retry(connection_error(endpoint, exc, attempt)) from None
+                raise _transport_failure(endpoint, exc, attempt) from None
             if response.status_code >= 400:
                 _check_status(endpoint, response, response.content, attempt, key)
             return decode_json(endpoint, response.content)
@@ -494,7 +572,7 @@ def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str
             try:
                 response = client.send(request, stream=True)
             except httpx.TransportError as exc:
-                raise _Retry(connection_error(endpoint, exc, attempt)) from None
+                raise _transport_failure(endpoint, exc, attempt) from None
             try:
                 if response.status_code >= 400:
                     _check_status(endpoint, response, response.read(), attempt, key)
@@ -517,7 +595,7 @@ def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str
                         f"{endpoint.label} dropped the connection in the middle of the reply ({exc or type(exc).__name__}); "
                         "the text so far is incomplete. Try again."
                     ) from None
-                raise _Retry(connection_error(endpoint, exc, attempt)) from None
+                raise _transport_failure(endpoint, exc, attempt) from None
             finally:
                 response.close()
         except _Retry as retry:
@@ -542,7 +620,7 @@ async def astream_chunks(
             try:
                 response = await client.send(request, stream=True)
             except httpx.TransportError as exc:
-                raise _Retry(connection_error(endpoint, exc, attempt)) from None
+                raise _transport_failure(endpoint, exc, attempt) from None
             try:
                 if response.status_code >= 400:
                     _check_status(endpoint, response, await response.aread(), attempt, key)
@@ -565,7 +643,7 @@ async def astream_chunks(
                         f"{endpoint.label} dropped the connection in the middle of the reply ({exc or type(exc).__name__}); "
                         "the text so far is incomplete. Try again."
                     ) from None
-                raise _Retry(connection_error(endpoint, exc, attempt)) from None
+                raise _transport_failure(endpoint, exc, attempt) from None
             finally:
                 await response.aclose()
         except _Retry as retry:
@@ -785,6 +863,53 @@ class ReplyDecoder:
         return events
 
 
+def run_reply(
+    endpoint: Endpoint, path: str, key: str | None, body: dict[str, Any], stream: bool,
+    response: llm.Response, requested_model: str,
+) -> Iterator[Union[str, StreamEvent]]:
+    """Send a chat-shaped request (streamed or not) and yield its events; the shared body of ``execute``."""
+    decoder = ReplyDecoder(endpoint)
+    take = decoder.take
+    if stream:
+        chunks: Iterable[dict[str, Any]] = stream_chunks(endpoint, path, key, body)
+    else:
+        chunks = (request_json(endpoint, "POST", path, key, body),)
+    for chunk in chunks:
+        out = take(chunk)
+        if out is None:
+            continue
+        if out.__class__ is str:
+            yield out
+        else:
+            yield from out
+    yield from decoder.finish(response, requested_model)
+
+
+async def arun_reply(
+    endpoint: Endpoint, path: str, key: str | None, body: dict[str, Any], stream: bool,
+    response: llm.AsyncResponse, requested_model: str,
+) -> AsyncIterator[Union[str, StreamEvent]]:
+    """Async twin of ``run_reply``."""
+    decoder = ReplyDecoder(endpoint)
+    take = decoder.take
+    if stream:
+        async for chunk in astream_chunks(endpoint, path, key, body):
+            out = take(chunk)
+            if out is None:
+                continue
+            if out.__class__ is str:
+                yield out
+            else:
+                for event in out:
+                    yield event
+    else:
+        out = take(await arequest_json(endpoint, "POST", path, key, body))
+        for event in [out] if out.__class__ is str else out or ():
+            yield event
+    for event in decoder.finish(response, requested_model):
+        yield event
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Model classes
 # ---------------------------------------------------------------------------------------------
@@ -915,49 +1040,448 @@ class MistralChat(_MistralChatBase, llm.KeyModel):
     """A chat model of Mistral's API."""
 
     def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[override]
-        endpoint = mistral_endpoint()
         body = self.request_body(prompt, stream)
-        decoder = ReplyDecoder(endpoint)
-        if stream:
-            chunks: Iterable[dict[str, Any]] = stream_chunks(endpoint, "/chat/completions", key, body)
-        else:
-            chunks = (request_json(endpoint, "POST", "/chat/completions", key, body),)
-        take = decoder.take
-        for chunk in chunks:
-            out = take(chunk)
-            if out is None:
-                continue
-            if out.__class__ is str:
-                yield out
-            else:
-                yield from out
-        yield from decoder.finish(response, self.entry.api_name)
+        yield from run_reply(mistral_endpoint(), "/chat/completions", key, body, stream, response, self.entry.api_name)
 
 
 class AsyncMistralChat(_MistralChatBase, llm.AsyncKeyModel):
     """Async twin of ``MistralChat``."""
 
     async def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[override]
+        body = self.request_body(prompt, stream)
+        endpoint = mistral_endpoint()
+        async for event in arun_reply(endpoint, "/chat/completions", key, body, stream, response, self.entry.api_name):
+            yield event
+
+
+# ---------------------------------------------------------------------------------------------
+# 5b. Embeddings
+# ---------------------------------------------------------------------------------------------
+
+MAX_INPUTS_PER_REQUEST = 512
+MAX_TOKENS_PER_REQUEST = 16384
+MAX_TOKENS_PER_INPUT = 8192
+CODESTRAL_EMBED_DIMENSIONS = (256, 512, 1024, 1536, 3072)
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high token count without a tokenizer: Mistral's tokenizers average about four
+    UTF-8 bytes a token on English prose and fewer on code and other scripts; we assume three."""
+    return len(text.encode("utf-8")) // 3 + 1
+
+
+def pack_batches(texts: list[str], max_inputs: int, max_tokens: int) -> list[range]:
+    """Consecutive index ranges, each within the per-request input and (estimated) token limits."""
+    batches: list[range] = []
+    start, tokens = 0, 0
+    for index, text in enumerate(texts):
+        cost = estimate_tokens(text)
+        if index > start and (index - start >= max_inputs or tokens + cost > max_tokens):
+            batches.append(range(start, index))
+            start, tokens = index, 0
+        tokens += cost
+    if start < len(texts):
+        batches.append(range(start, len(texts)))
+    return batches
+
+
+def _item_label(index: int) -> str:
+    """Name item ``index`` of the batch llm handed us: its id when ``llm embed-multi`` has one."""
+    frame = sys._getframe()
+    while frame is not None:  # llm's Collection.embed_multi_with_metadata holds the (id, content) rows
+        rows = frame.f_locals.get("filtered_batch") if frame.f_code.co_name == "embed_multi_with_metadata" else None
+        if isinstance(rows, list) and index < len(rows):
+            return f"item {rows[index][0]!r}"
+        frame = frame.f_back
+    return f"item {index + 1} of this batch"
+
+
+def _too_many(error: MistralSuiteError) -> bool:
+    return error.status == 400 and "too many" in error.detail.lower()
+
+
+class EmbeddingJob:
+    """One ``embed_batch`` call: packs requests, runs them on a few threads, splits what the service
+    finds too big, and returns the vectors in input order."""
+
+    def __init__(self, model: "MistralEmbedding", texts: list[str], key: str | None) -> None:
+        self.model, self.texts, self.key = model, texts, key
+        self.pace = Pace(model.concurrency())
+
+    def run(self) -> list[list[float]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        batches = pack_batches(self.texts, self.model.max_inputs, self.model.max_tokens)
+        if len(batches) == 1:
+            return self.embed(batches[0])
+        with ThreadPoolExecutor(max_workers=min(len(batches), self.pace.ceiling)) as pool:
+            futures = [pool.submit(self.embed, batch) for batch in batches]
+            try:
+                return [vector for future in futures for vector in future.result()]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    def embed(self, batch: range) -> list[list[float]]:
+        body = self.model.request_body([self.texts[i] for i in batch])
+        try:
+            answer = request_json(self.model.endpoint(), "POST", "/embeddings", self.key, body, self.pace)
+        except MistralSuiteError as error:
+            if _too_many(error) and len(batch) > 1:  # our estimate was low: halve and carry on
+                middle = len(batch) // 2
+                return self.embed(batch[:middle]) + self.embed(batch[middle:])
+            raise self.failure(error, batch) from None
+        return self.vectors(answer, batch)
+
+    def failure(self, error: MistralSuiteError, batch: range) -> MistralSuiteError:
+        match = re.search(r"input (?:id )?(\d+)", error.detail, re.IGNORECASE)
+        if len(batch) == 1 or (match and int(match.group(1)) < len(batch)):
+            index = batch[0] if len(batch) == 1 else batch[int(match.group(1))]
+            what = f"{_item_label(index)} could not be embedded: {error.detail or error.message}"
+        else:
+            what = error.message
+        return MistralSuiteError(
+            f"{what}. Nothing from this batch of {len(self.texts)} items was stored "
+            "(earlier batches of `llm embed-multi`, if any, were).",
+            status=error.status, detail=error.detail,
+        )
+
+    def vectors(self, answer: Any, batch: range) -> list[list[float]]:
+        endpoint = self.model.endpoint()
+        try:
+            rows = sorted(answer["data"], key=lambda row: row["index"])
+            vectors = [row["embedding"] for row in rows]
+        except (KeyError, TypeError):
+            raise MistralSuiteError(f"{endpoint.label} answered /embeddings without embeddings.") from None
+        if len(vectors) != len(batch):
+            raise MistralSuiteError(
+                f"{endpoint.label} returned {len(vectors)} embeddings for {len(batch)} inputs; nothing was stored."
+            )
+        expected = self.model.dimensions or len(vectors[0])
+        for vector in vectors:
+            if len(vector) != expected:
+                raise MistralSuiteError(
+                    f"{endpoint.label} returned a {len(vector)}-dimension vector for {self.model.model_id}, "
+                    f"which has {expected}; nothing was stored."
+                )
+        return vectors
+
+
+class MistralEmbedding(llm.EmbeddingModel):
+    """An embedding model of Mistral's API; ``output_dimension`` is part of the model id."""
+
+    needs_key = "mistral"
+    key_env_var = "LLM_MISTRAL_KEY"
+    batch_size = 16384  # llm hands over big batches; requests are packed by tokens here
+    max_inputs = MAX_INPUTS_PER_REQUEST
+    max_tokens = MAX_TOKENS_PER_REQUEST
+
+    def __init__(self, model_id: str, api_name: str, dimensions: int | None, output_dimension: int | None = None):
+        self.model_id = model_id
+        self.api_name = api_name
+        self.dimensions = dimensions
+        self.output_dimension = output_dimension
+
+    def get_key(self, explicit_key: str | None = None) -> str:
+        return mistral_key(explicit_key)
+
+    def endpoint(self) -> Endpoint:
+        return mistral_endpoint()
+
+    @staticmethod
+    def concurrency() -> int:
+        return max(1, int(_env_float("LLM_MISTRAL_EMBED_CONCURRENCY", 4)))
+
+    def request_body(self, texts: list[str]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.api_name, "input": texts}
+        if self.output_dimension:
+            body["output_dimension"] = self.output_dimension
+        return body
+
+    def embed_batch(self, items: Iterable[str | bytes], *, key: str | None = None) -> Iterator[list[float]]:
+        texts = list(items)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise MistralSuiteError(
+                    f"{_item_label(index)} is empty; Mistral's API cannot embed empty text. "
+                    f"Nothing from this batch of {len(texts)} items was stored."
+                )
+            if len(text.encode("utf-8")) // 6 > MAX_TOKENS_PER_INPUT:  # too long even by a low estimate
+                raise MistralSuiteError(
+                    f"{_item_label(index)} is too long to embed (about {estimate_tokens(text)} tokens; "
+                    f"the limit is {MAX_TOKENS_PER_INPUT}). Split it into smaller pieces. "
+                    f"Nothing from this batch of {len(texts)} items was stored."
+                )
+        if texts:
+            yield from EmbeddingJob(self, texts, key or self.get_key()).run()
+
+
+def embedding_models() -> list[tuple[MistralEmbedding, tuple[str, ...]]]:
+    """The API's embedding models with their aliases: one model id per codestral-embed dimension."""
+    models: list[tuple[MistralEmbedding, tuple[str, ...]]] = []
+    for entry in load_catalog():
+        if "embedding" not in entry.capabilities:
+            continue
+        if entry.api_name == "codestral-embed":
+            for size in CODESTRAL_EMBED_DIMENSIONS:
+                aliases = ("codestral-embed",) if size == 1536 else ()
+                models.append((MistralEmbedding(f"mistral/codestral-embed-{size}", entry.api_name, size, size), aliases))
+        else:
+            dimensions = 1024 if entry.api_name.startswith("mistral-embed") else None
+            models.append((MistralEmbedding(entry.model_id, entry.api_name, dimensions), entry.aliases))
+    return models
+
+
+# ---------------------------------------------------------------------------------------------
+# 5c. Codestral fill-in-the-middle
+# ---------------------------------------------------------------------------------------------
+
+
+class FIMOptions(llm.Options):
+    """Options of ``POST /v1/fim/completions``; each is sent only when set."""
+
+    suffix: Optional[str] = Field(None, description="The code after the gap")
+    model: Optional[str] = Field(None, description="A FIM-capable model: codestral-latest (default) or a dated version")
+    max_tokens: Optional[int] = Field(None, ge=1, description="Maximum number of tokens to generate")
+    min_tokens: Optional[int] = Field(None, ge=0, description="Minimum number of tokens to generate")
+    temperature: Optional[float] = Field(None, ge=0, le=1.5, description="Sampling temperature, 0 to 1.5")
+    top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass, (0, 1]")
+    stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
+    random_seed: Optional[int] = Field(None, ge=0, description="Seed for deterministic sampling")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        return _json_list_or_str(value)
+
+
+FIM_DEFAULT_MODEL = "codestral-latest"
+
+
+class _FIMBase:
+    """Fill-in-the-middle: the prompt is the code before the gap, ``-o suffix`` the code after."""
+
+    model_id = "mistral/codestral-fim"
+    needs_key = "mistral"
+    key_env_var = "LLM_MISTRAL_KEY"
+    can_stream = True
+    supports_conversation = False
+    Options = FIMOptions
+
+    def get_key(self, explicit_key: str | None = None) -> str:
+        return mistral_key(explicit_key)
+
+    def request_body(self, prompt: llm.Prompt, stream: bool) -> dict[str, Any]:
+        options = prompt.options
+        name = options.model or FIM_DEFAULT_MODEL
+        entry = find_entry(name)
+        if entry is not None and "fim" not in entry.capabilities:
+            fim_models = ", ".join(e.api_name for e in load_catalog() if "fim" in e.capabilities)
+            raise MistralSuiteError(f"{entry.api_name} cannot fill in the middle; FIM models: {fim_models}.")
+        if prompt.system:
+            raise MistralSuiteError("Fill-in-the-middle takes no system prompt: pass the code before the gap only.")
+        body: dict[str, Any] = {"model": entry.api_name if entry else name, "prompt": prompt.prompt}
+        if stream:
+            body["stream"] = True
+        for option in ("suffix", "max_tokens", "min_tokens", "temperature", "top_p", "stop", "random_seed"):
+            value = getattr(options, option)
+            if value is not None:
+                body[option] = value
+        return body
+
+
+class CodestralFIM(_FIMBase, llm.KeyModel):
+    def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[override]
         endpoint = mistral_endpoint()
         body = self.request_body(prompt, stream)
-        decoder = ReplyDecoder(endpoint)
-        take = decoder.take
-        if stream:
-            async for chunk in astream_chunks(endpoint, "/chat/completions", key, body):
-                out = take(chunk)
-                if out is None:
-                    continue
-                if out.__class__ is str:
-                    yield out
-                else:
-                    for event in out:
-                        yield event
-        else:
-            out = take(await arequest_json(endpoint, "POST", "/chat/completions", key, body))
-            for event in [out] if out.__class__ is str else out or ():
-                yield event
-        for event in decoder.finish(response, self.entry.api_name):
+        yield from run_reply(endpoint, "/fim/completions", key, body, stream, response, body["model"])
+
+
+class AsyncCodestralFIM(_FIMBase, llm.AsyncKeyModel):
+    async def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[override]
+        endpoint = mistral_endpoint()
+        body = self.request_body(prompt, stream)
+        async for event in arun_reply(endpoint, "/fim/completions", key, body, stream, response, body["model"]):
             yield event
+
+
+# ---------------------------------------------------------------------------------------------
+# 5d. llamafile and other OpenAI-compatible servers
+# ---------------------------------------------------------------------------------------------
+
+LLAMAFILE_START = "./mixtral-8x7b-instruct-v0.1.Q5_K_M.llamafile --server --nobrowser"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """An OpenAI-compatible server registered as an llm model (llamafile is built in)."""
+
+    name: str
+    url: str
+    model: str | None = None  # the wire model name; discovered from GET /models when None
+    key_name: str | None = None  # the `llm keys` name of its key; no key is ever sent without one
+    aliases: tuple[str, ...] = ()
+    embedding: bool = False
+
+    def endpoint(self) -> Endpoint:
+        if self.name == LLAMAFILE.name:
+            label = f"the llamafile at {self.url}"
+            start = f"Start one with `{LLAMAFILE_START}`, or set LLM_LLAMAFILE_BASE_URL to where it listens."
+        else:
+            label = f"the server {self.name!r} at {self.url}"
+            start = f"Start it, or change its URL with `llm mistral servers add {self.name} URL`."
+        return Endpoint(
+            base_url=self.url.rstrip("/"),
+            label=label,
+            key_hint=f"Set its key with `llm keys set {self.key_name}`." if self.key_name else
+            f"It needs a key: `llm mistral servers add {self.name} {self.url} --key-name NAME`.",
+            start_hint=start,
+            retry_refused=False,
+        )
+
+    def key(self, explicit: str | None) -> str | None:
+        if not self.key_name:
+            return None
+        key = llm.get_key(explicit_key=explicit, key_alias=self.key_name)
+        if not key:
+            raise MissingKeyError(f"No key found for {self.name}: set one with `llm keys set {self.key_name}`.")
+        return key
+
+
+LLAMAFILE = ServerConfig(name="llamafile-server", url="http://127.0.0.1:8080/v1", aliases=("llamafile",))
+
+
+def servers_path() -> Path:
+    return llm.user_dir() / "mistral-suite-servers.json"
+
+
+def load_servers() -> list[ServerConfig]:
+    """The built-in llamafile plus the servers added with ``llm mistral servers add``; never raises."""
+    llamafile = replace(LLAMAFILE, url=os.environ.get("LLM_LLAMAFILE_BASE_URL") or LLAMAFILE.url)
+    try:
+        saved = json.loads(servers_path().read_text())
+        added = [ServerConfig(name=name, **{**config, "aliases": tuple(config.get("aliases", ()))})
+                 for name, config in saved.items()]
+    except (OSError, ValueError, TypeError, AttributeError):
+        added = []
+    return [llamafile] + [server for server in added if server.name != llamafile.name]
+
+
+_discovered_models: dict[str, str] = {}
+
+
+def wire_model(server: ServerConfig, key: str | None) -> str:
+    """The model name to send: configured, or the first one the server lists (once per process)."""
+    if server.model:
+        return server.model
+    if server.url not in _discovered_models:
+        listing = request_json(server.endpoint(), "GET", "/models", key)
+        try:
+            _discovered_models[server.url] = listing["data"][0]["id"]
+        except (KeyError, IndexError, TypeError):
+            raise MistralSuiteError(
+                f"{server.endpoint().label} lists no model at /models; name one with "
+                f"`llm mistral servers add {server.name} {server.url} --model MODEL`."
+            ) from None
+    return _discovered_models[server.url]
+
+
+class ServerOptions(llm.Options):
+    """Sampling options every OpenAI-compatible server takes; each is sent only when set."""
+
+    temperature: Optional[float] = Field(None, ge=0, le=2, description="Sampling temperature, 0 to 2")
+    top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass, (0, 1]")
+    max_tokens: Optional[int] = Field(None, ge=1, description="Maximum number of tokens to generate")
+    stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
+    seed: Optional[int] = Field(None, description="Seed for deterministic sampling")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        return _json_list_or_str(value)
+
+
+class _ServerChatBase:
+    """What the sync and async server chat models share."""
+
+    can_stream = True
+    supports_schema = True
+    supports_tools = True
+    key_env_var = None
+    Options = ServerOptions
+
+    def __init__(self, server: ServerConfig) -> None:
+        self.server = server
+        self.model_id = server.name
+        self.needs_key = server.key_name
+
+    def get_key(self, explicit_key: str | None = None) -> str | None:
+        return self.server.key(explicit_key)
+
+    def request_body(self, prompt: llm.Prompt, stream: bool, model: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": chat_messages(prompt, thinking=False)}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        for name in ("temperature", "top_p", "max_tokens", "stop", "seed"):
+            value = getattr(prompt.options, name)
+            if value is not None:
+                body[name] = value
+        tools = tool_definitions(prompt)
+        if tools:
+            body["tools"] = tools
+        if prompt.schema:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": strict_schema(prompt.schema), "strict": True},
+            }
+        return body
+
+
+class ServerChat(_ServerChatBase, llm.KeyModel):
+    """Chat with a model served by llamafile, llama.cpp's server, Ollama, vLLM or similar."""
+
+    def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[override]
+        model = wire_model(self.server, key)
+        body = self.request_body(prompt, stream, model)
+        yield from run_reply(self.server.endpoint(), "/chat/completions", key, body, stream, response, model)
+
+
+class AsyncServerChat(_ServerChatBase, llm.AsyncKeyModel):
+    async def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[override]
+        model = wire_model(self.server, key)  # cached after the first call of the process
+        body = self.request_body(prompt, stream, model)
+        endpoint = self.server.endpoint()
+        async for event in arun_reply(endpoint, "/chat/completions", key, body, stream, response, model):
+            yield event
+
+
+class ServerEmbedding(MistralEmbedding):
+    """The ``/embeddings`` endpoint of an OpenAI-compatible server."""
+
+    max_inputs = 64
+    max_tokens = 65536
+
+    def __init__(self, server: ServerConfig) -> None:
+        super().__init__(server.name, server.model or "", None)
+        self.server = server
+        self.needs_key = server.key_name
+        self.key_env_var = None
+
+    def get_key(self, explicit_key: str | None = None) -> str | None:  # type: ignore[override]
+        return self.server.key(explicit_key)
+
+    def endpoint(self) -> Endpoint:
+        return self.server.endpoint()
+
+    def request_body(self, texts: list[str]) -> dict[str, Any]:
+        return {"model": wire_model(self.server, self.get_key()), "input": texts}
+
+
+# ---------------------------------------------------------------------------------------------
+# 5e. Local GGUF models (llama.cpp)
+# ---------------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1016,11 +1540,147 @@ def refresh_command(key: str | None) -> None:
         raise MistralSuiteError("Mistral's API answered /v1/models without a model list.")
     known = {entry.api_name for entry in load_catalog()}
     path = catalog_cache_path()
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"fetched": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                                     "data": cards}))
-    temporary.replace(path)
+    _write_json(path, {"fetched": datetime.datetime.now(datetime.timezone.utc).isoformat(), "data": cards})
     new = sorted(card["id"] for card in cards if card.get("id") not in known)
     click.echo(f"{len(cards)} models from Mistral's API saved to {path}")
     if new:
         click.echo("New: " + ", ".join(new))
+
+
+@mistral_group.command(name="fim")
+@click.argument("prefix", required=False)
+@click.option("--suffix", help="The code after the gap")
+@click.option("--prefix-file", type=click.File("r"), help="Read the code before the gap from this file")
+@click.option("--suffix-file", type=click.File("r"), help="Read the code after the gap from this file")
+@click.option("--file", "source", type=click.File("r"), help="Split this file at --line into prefix and suffix")
+@click.option("--line", "cursor", help="Cursor in --file: N (start of line N) or N:COL, 1-based")
+@click.option("-m", "--model", "model_name", help="A FIM model: codestral-fim (default) or e.g. codestral-2508")
+@click.option("-o", "--option", "options", type=(str, str), multiple=True, help="Option, e.g. -o max_tokens 64")
+@click.option("--no-stream", is_flag=True, help="Wait for the whole middle")
+@click.option("--key", help="Mistral API key to use")
+@click.option("-n", "--no-log", is_flag=True, help="Don't log to logs.db")
+def fim_command(prefix, suffix, prefix_file, suffix_file, source, cursor, model_name, options, no_stream, key, no_log):
+    """Fill in the middle with Codestral: print only the code that goes between PREFIX and --suffix.
+
+    The prefix comes from PREFIX, --prefix-file, --file with --line, or standard input.
+    """
+    import sqlite_utils
+    from llm.cli import logs_db_path, logs_on, render_errors
+    from llm.migrations import migrate
+    from pydantic import ValidationError
+
+    if source is not None:
+        if cursor is None:
+            raise click.UsageError("--file needs --line N or --line N:COL")
+        prefix, suffix = split_at_cursor(source.read(), cursor)
+    elif prefix is None:
+        prefix = prefix_file.read() if prefix_file else click.get_text_stream("stdin").read()
+    if suffix_file is not None:
+        suffix = suffix_file.read()
+    model = llm.get_model("codestral-fim")
+    settings = dict(options)
+    if model_name and model_name not in ("codestral-fim", model.model_id):
+        settings["model"] = model_name
+    if suffix is not None:
+        settings["suffix"] = suffix
+    try:
+        validated = {name: value for name, value in FIMOptions(**settings) if value is not None}
+    except ValidationError as error:
+        raise click.ClickException(render_errors(error.errors()))
+    response = model.prompt(prefix, stream=not no_stream, key=key, **validated)
+    for chunk in response:
+        click.echo(chunk, nl=False)
+    if logs_on() and not no_log:
+        db = sqlite_utils.Database(logs_db_path())
+        migrate(db)
+        response.log_to_db(db)
+
+
+def split_at_cursor(text: str, cursor: str) -> tuple[str, str]:
+    """Split ``text`` at ``N`` (the start of line N) or ``N:COL`` (before column COL), both 1-based."""
+    match = re.fullmatch(r"(\d+)(?::(\d+))?", cursor.strip())
+    if not match:
+        raise click.BadParameter("use N or N:COL, e.g. --line 12:5", param_hint="--line")
+    line, column = int(match.group(1)), int(match.group(2) or 1)
+    lines = text.splitlines(keepends=True)
+    if not 1 <= line <= len(lines) + 1:
+        raise click.BadParameter(f"the file has {len(lines)} lines", param_hint="--line")
+    current = lines[line - 1] if line <= len(lines) else ""
+    if not 1 <= column <= len(current.rstrip("\r\n")) + 1:
+        raise click.BadParameter(f"line {line} has {len(current.rstrip(chr(10)))} characters", param_hint="--line")
+    offset = sum(len(item) for item in lines[: line - 1]) + column - 1
+    return text[:offset], text[offset:]
+
+
+@mistral_group.group(name="servers")
+def servers_group() -> None:
+    """OpenAI-compatible servers (llamafile, llama.cpp, Ollama, vLLM) as llm models."""
+
+
+@servers_group.command(name="add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--model", help="Model name the server expects (default: the first one its /models lists)")
+@click.option("--key-name", help="Name of the key in `llm keys` to send to this server")
+@click.option("--alias", "aliases", multiple=True, help="Alias for the model (repeatable)")
+@click.option("--embedding", is_flag=True, help="Use the server's /embeddings endpoint with `llm embed`")
+def servers_add(name: str, url: str, model: str | None, key_name: str | None, aliases: tuple[str, ...],
+                embedding: bool) -> None:
+    """Register the server at URL (such as http://127.0.0.1:8000/v1) as model NAME."""
+    if not re.match(r"https?://[^/]+", url):
+        raise click.BadParameter("give the server's base URL, such as http://127.0.0.1:8000/v1", param_hint="URL")
+    if name == LLAMAFILE.name:
+        raise click.BadParameter(f"{name} is built in; set LLM_LLAMAFILE_BASE_URL to move it", param_hint="NAME")
+    saved = _saved_servers()
+    saved[name] = {"url": url.rstrip("/"), "model": model, "key_name": key_name, "aliases": list(aliases),
+                   "embedding": embedding}
+    _write_json(servers_path(), saved)
+    click.echo(f"Added {name} ({'embeddings' if embedding else 'chat'}) at {url}")
+
+
+@servers_group.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON")
+def servers_list(as_json: bool) -> None:
+    """List the servers llm can use."""
+    servers = load_servers()
+    if as_json:
+        click.echo(json.dumps([{**server.__dict__, "aliases": list(server.aliases)} for server in servers], indent=2))
+        return
+    for server in servers:
+        details = [server.url, "embeddings" if server.embedding else "chat"]
+        details += [f"model {server.model}"] if server.model else []
+        details += [f"key {server.key_name}"] if server.key_name else []
+        details += [f"aliases {', '.join(server.aliases)}"] if server.aliases else []
+        click.echo(f"{server.name}: " + ", ".join(details))
+
+
+@servers_group.command(name="remove")
+@click.argument("name")
+def servers_remove(name: str) -> None:
+    """Forget server NAME."""
+    saved = _saved_servers()
+    if name not in saved:
+        raise click.ClickException(f"No server named {name!r}; `llm mistral servers list` shows them.")
+    del saved[name]
+    _write_json(servers_path(), saved)
+    click.echo(f"Removed {name}")
+
+
+def _saved_servers() -> dict[str, Any]:
+    try:
+        saved = json.loads(servers_path().read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise click.ClickException(f"{servers_path()} is not valid JSON; fix or delete it.") from None
+    return saved if isinstance(saved, dict) else {}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically, so an interrupted write never leaves a broken file behind."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    temporary.replace(path)
+
+
+# --- llm mistral local ... -------------------------------------------------------------------
