@@ -25,14 +25,13 @@ import re
 import string
 import sys
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator, Literal, NamedTuple, Optional, Union
 
 import click
 import llm
 from llm.parts import StreamEvent
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     import httpx
@@ -48,8 +47,7 @@ IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 AUDIO_TYPES = frozenset({"audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac", "audio/ogg", "audio/mp4"})
 
 
-@dataclass(frozen=True)
-class CatalogEntry:
+class CatalogEntry(NamedTuple):
     """One model of Mistral's API: its name on the wire, what it can do and whether it still runs."""
 
     api_name: str
@@ -134,8 +132,7 @@ def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> Catal
     if card.get("archived"):
         status = RETIRED
     base = builtin or CatalogEntry(card["id"])
-    return replace(
-        base,
+    return base._replace(
         context=card.get("max_context_length") or base.context,
         capabilities=frozenset(caps) or base.capabilities,
         status=status,
@@ -251,8 +248,7 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """A server the plugin talks to, and how to explain its failures to the user."""
 
     base_url: str
@@ -336,7 +332,7 @@ def service_message(body: bytes) -> str:
 
 def http_error(endpoint: Endpoint, status: int, body: bytes, attempts: int, key: str | None) -> MistralSuiteError:
     """One clear error for an HTTP failure status."""
-    detail = service_message(body)
+    detail = service_message(body.replace(key.encode(), b"[key]") if key else body)  # before truncating
     suffix = f": {detail}" if detail else ""
     if status == 401:
         message = f"{endpoint.label} rejected the API key (401 Unauthorized). {endpoint.key_hint}".strip()
@@ -504,7 +500,7 @@ def request_json(
                     raise _transport_failure(endpoint, exc, attempt) from None
                 if response.status_code >= 400:
                     _check_status(endpoint, response, response.content, attempt, key)
-                return decode_json(endpoint, response.content)
+                return decode_json(endpoint, response.content, key)
         except _Retry as retry:
             delay = _next_wait(endpoint, retry, attempt)
             if pace is None:
@@ -531,30 +527,30 @@ async def arequest_json(endpoint: Endpoint, method: str, path: str, key: str | N
                 raise _transport_failure(endpoint, exc, attempt) from None
             if response.status_code >= 400:
                 _check_status(endpoint, response, response.content, attempt, key)
-            return decode_json(endpoint, response.content)
+            return decode_json(endpoint, response.content, key)
         except _Retry as retry:
             await asyncio.sleep(_next_wait(endpoint, retry, attempt))
     raise AssertionError("unreachable")
 
 
-def decode_json(endpoint: Endpoint, raw: bytes | str) -> Any:
+def decode_json(endpoint: Endpoint, raw: bytes | str, key: str | None = None) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        raise MistralSuiteError(f"{endpoint.label} sent something that is not JSON: {text[:200]!r}") from None
+        raise MistralSuiteError(f"{endpoint.label} sent something that is not JSON: {redact(text, key)[:200]!r}") from None
 
 
-def decode_event(endpoint: Endpoint, data: str) -> dict[str, Any]:
+def decode_event(endpoint: Endpoint, data: str, key: str | None = None) -> dict[str, Any]:
     """One SSE data payload as a chunk dict; an error event or a malformed chunk is an error."""
     try:
         chunk = json.loads(data)
     except ValueError:
-        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {data[:200]!r}") from None
+        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {redact(data, key)[:200]!r}") from None
     if chunk.__class__ is not dict or "choices" not in chunk:
         if isinstance(chunk, dict) and (chunk.get("object") == "error" or "error" in chunk):
-            raise MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {service_message(data.encode())}")
-        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {data[:200]!r}")
+            raise MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {service_message(redact(data, key).encode())}")
+        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {redact(data, key)[:200]!r}")
     return chunk
 
 
@@ -577,7 +573,7 @@ def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str
                 if response.status_code >= 400:
                     _check_status(endpoint, response, response.read(), attempt, key)
                 if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                    yield decode_json(endpoint, response.read())  # a server that ignored "stream": true
+                    yield decode_json(endpoint, response.read(), key)  # a server that ignored "stream": true
                     return
                 for event in EventSource(response).iter_sse():
                     data = event.data
@@ -585,7 +581,7 @@ def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str
                         return
                     if not data:
                         continue
-                    chunk = decode_event(endpoint, data)
+                    chunk = decode_event(endpoint, data, key)
                     started = True
                     yield chunk
                 return  # ended without [DONE]: the decoder judges by finish_reason
@@ -625,7 +621,7 @@ async def astream_chunks(
                 if response.status_code >= 400:
                     _check_status(endpoint, response, await response.aread(), attempt, key)
                 if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                    yield decode_json(endpoint, await response.aread())
+                    yield decode_json(endpoint, await response.aread(), key)
                     return
                 async for event in EventSource(response).aiter_sse():
                     data = event.data
@@ -633,7 +629,7 @@ async def astream_chunks(
                         return
                     if not data:
                         continue
-                    chunk = decode_event(endpoint, data)
+                    chunk = decode_event(endpoint, data, key)
                     started = True
                     yield chunk
                 return
@@ -737,7 +733,12 @@ def strict_schema(schema: Any) -> Any:
         return [strict_schema(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    result = {key: strict_schema(value) for key, value in schema.items()}
+    result = {  # "properties" and "$defs" map names to schemas: a property may be named "properties"
+        key: {name: strict_schema(sub) for name, sub in value.items()}
+        if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(value, dict)
+        else strict_schema(value)
+        for key, value in schema.items()
+    }
     if result.get("type") == "object" or "properties" in result:
         result["additionalProperties"] = False
     return result
@@ -915,6 +916,13 @@ async def arun_reply(
 # ---------------------------------------------------------------------------------------------
 
 
+class OptionsBase(llm.Options):
+    """llm options whose validator is built on first use: building it at import would cost every
+    `llm` command milliseconds."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+
 def _json_list_or_str(value: Any) -> Any:
     """``-o stop '["a", "b"]'`` arrives as a string: accept a JSON list there."""
     if isinstance(value, str) and value.startswith("["):
@@ -927,7 +935,7 @@ def _json_list_or_str(value: Any) -> Any:
     return value
 
 
-class MistralOptions(llm.Options):
+class MistralOptions(OptionsBase):
     """Options of Mistral's chat API; each is sent only when set."""
 
     temperature: Optional[float] = Field(None, ge=0, le=1.5, description="Sampling temperature, 0 to 1.5")
@@ -1238,7 +1246,7 @@ def embedding_models() -> list[tuple[MistralEmbedding, tuple[str, ...]]]:
 # ---------------------------------------------------------------------------------------------
 
 
-class FIMOptions(llm.Options):
+class FIMOptions(OptionsBase):
     """Options of ``POST /v1/fim/completions``; each is sent only when set."""
 
     suffix: Optional[str] = Field(None, description="The code after the gap")
@@ -1313,8 +1321,7 @@ class AsyncCodestralFIM(_FIMBase, llm.AsyncKeyModel):
 LLAMAFILE_START = "./mixtral-8x7b-instruct-v0.1.Q5_K_M.llamafile --server --nobrowser"
 
 
-@dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(NamedTuple):
     """An OpenAI-compatible server registered as an llm model (llamafile is built in)."""
 
     name: str
@@ -1358,7 +1365,7 @@ def servers_path() -> Path:
 
 def load_servers() -> list[ServerConfig]:
     """The built-in llamafile plus the servers added with ``llm mistral servers add``; never raises."""
-    llamafile = replace(LLAMAFILE, url=os.environ.get("LLM_LLAMAFILE_BASE_URL") or LLAMAFILE.url)
+    llamafile = LLAMAFILE._replace(url=os.environ.get("LLM_LLAMAFILE_BASE_URL") or LLAMAFILE.url)
     try:
         saved = json.loads(servers_path().read_text())
         added = [ServerConfig(name=name, **{**config, "aliases": tuple(config.get("aliases", ()))})
@@ -1387,7 +1394,7 @@ def wire_model(server: ServerConfig, key: str | None) -> str:
     return _discovered_models[server.url]
 
 
-class ServerOptions(llm.Options):
+class ServerOptions(OptionsBase):
     """Sampling options every OpenAI-compatible server takes; each is sent only when set."""
 
     temperature: Optional[float] = Field(None, ge=0, le=2, description="Sampling temperature, 0 to 2")
@@ -1644,7 +1651,7 @@ def servers_list(as_json: bool) -> None:
     """List the servers llm can use."""
     servers = load_servers()
     if as_json:
-        click.echo(json.dumps([{**server.__dict__, "aliases": list(server.aliases)} for server in servers], indent=2))
+        click.echo(json.dumps([{**server._asdict(), "aliases": list(server.aliases)} for server in servers], indent=2))
         return
     for server in servers:
         details = [server.url, "embeddings" if server.embedding else "chat"]
