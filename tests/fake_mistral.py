@@ -11,8 +11,10 @@ import math
 import random
 import re
 import socket
+import socketserver
 import string
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -38,6 +40,28 @@ def count_tokens(text: str) -> int:
     non-ASCII text cost more (``"!!!!"`` is 4 tokens, a CJK character about 0.75). Whitespace is free.
     """
     return sum((len(m.encode()) + 3) // 4 for m in _TOKEN_RE.findall(text))
+
+
+_WORDS = (
+    "the of and to in is was that for on with as by at from this which be are or an it not have had but were "
+    "their has its one all also more other some been can into than time first new would these two may retrieval "
+    "embedding vector database document search language model tokenizer request latency concurrency benchmark "
+    "collection similarity semantic paragraph sentence index query ranking"
+).split()
+
+
+def documents(count: int, tokens: int = 100, seed: int = 0) -> list[str]:
+    """``count`` distinct English-like documents of about ``tokens`` tokens each (by ``count_tokens``)."""
+    rng = random.Random(seed)
+    docs = []
+    for number in range(count):
+        words = [f"Document {number}:"]
+        total = count_tokens(words[0]) + 1  # the final "."; counts add up across spaces
+        while total < tokens:
+            words.append(rng.choice(_WORDS))
+            total += count_tokens(words[-1])
+        docs.append(" ".join(words) + ".")
+    return docs
 
 
 # --- replies -------------------------------------------------------------------------------------
@@ -104,16 +128,25 @@ _ERROR_CODES = {400: "3210", 429: "3505"}
 
 
 def error_reply(
-    status: int, message: Any, retry_after: float | None = None, *, type: str = "invalid_request_error", code: Any = None
+    status: int,
+    message: Any,
+    retry_after: float | None = None,
+    *,
+    type: str = "invalid_request_error",
+    code: Any = None,
 ) -> JSONReply:
-    """A Mistral-style error body; ``Retry-After`` header when ``retry_after`` is given."""
-    body = {"object": "error", "message": message, "type": type, "param": None, "code": code or _ERROR_CODES.get(status)}
+    """A Mistral-style error body (code defaults to "3210" for 400, "3505" for 429, else null);
+    a ``Retry-After`` header when ``retry_after`` is given."""
+    code = code or _ERROR_CODES.get(status)
+    body = {"object": "error", "message": message, "type": type, "param": None, "code": code}
     headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
     return JSONReply(body, status, headers)
 
 
 def _usage(usage: dict | None, completion_tokens: int) -> dict:
-    return usage or {"prompt_tokens": 10, "total_tokens": 10 + completion_tokens, "completion_tokens": completion_tokens}
+    return usage or {
+        "prompt_tokens": 10, "total_tokens": 10 + completion_tokens, "completion_tokens": completion_tokens,
+    }
 
 
 def chat_stream_events(
@@ -243,6 +276,14 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     fake: FakeMistral
 
+    def server_bind(self) -> None:  # skips HTTPServer's socket.getfqdn(), a reverse DNS lookup
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # a client that went away (or stop()) is no error
+            super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -253,6 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle/delayed-ACK stalls
         self.server.fake._track(self.connection, add=True)
 
     def finish(self) -> None:
@@ -330,8 +372,14 @@ class FakeMistral:
         max_inputs: int = 512,
         max_tokens_per_request: int = 16384,
         max_tokens_per_input: int = 8192,
+        min_interval: float = 0.0,
     ) -> None:
         self.latency = latency
+        # A rate limit: a request arriving less than min_interval s after the last one let through gets a 429
+        # with Retry-After (the time left); scripted replies are not limited. rate_limited counts the 429s.
+        self.min_interval = min_interval
+        self.rate_limited = 0
+        self._last_allowed = float("-inf")
         self.host, self.port = host, port
         self.max_inputs = max_inputs
         self.max_tokens_per_request = max_tokens_per_request
@@ -361,7 +409,7 @@ class FakeMistral:
         self._httpd.fake = self
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-mistral", daemon=True
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-mistral", daemon=True
         )
         self._thread.start()
         return self
@@ -415,6 +463,13 @@ class FakeMistral:
         with self._lock:
             self.requests.append(rec)
             reply = self._queue.popleft() if self._queue else None
+            if reply is None and self.min_interval:
+                now = time.monotonic()
+                if (wait := self._last_allowed + self.min_interval - now) > 0:
+                    self.rate_limited += 1
+                    reply = error_reply(429, "Requests rate limit exceeded", retry_after=round(wait, 3) or 0.001)
+                else:
+                    self._last_allowed = now
             self.embedding_requests += rec.path.split("?")[0].rstrip("/").endswith("/embeddings")
             self._active += 1
             self.max_concurrency_seen = max(self.max_concurrency_seen, self._active)
@@ -505,17 +560,17 @@ class FakeMistral:
         for i, (text, n) in enumerate(zip(inputs, counts)):
             if not text.strip():
                 return error_reply(400, f"Input id {i} is empty.")
-            if n > self.max_tokens_per_input:
-                return error_reply(400, f"Input id {i} has {n} tokens, exceeding max {self.max_tokens_per_input} tokens.")
-        if sum(counts) > self.max_tokens_per_request:
-            return error_reply(400, f"Too many tokens in batch. Max is {self.max_tokens_per_request} got {sum(counts)}")
+            if n > (limit := self.max_tokens_per_input):
+                return error_reply(400, f"Input id {i} has {n} tokens, exceeding max {limit} tokens.")
+        if (total := sum(counts)) > (limit := self.max_tokens_per_request):
+            return error_reply(400, f"Too many tokens in batch. Max is {limit} got {total}")
         dims = 1024
         if model.startswith("codestral-embed"):
             dims = req.get("output_dimension") or 1536
             if not isinstance(dims, int) or not 1 <= dims <= 3072:
                 return error_reply(400, "output_dimension must be an integer between 1 and 3072")
         data = [{"object": "embedding", "embedding": list(_vector(t, dims)), "index": i} for i, t in enumerate(inputs)]
-        usage = {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
+        usage = {"prompt_tokens": total, "total_tokens": total}
         return JSONReply({"id": uuid.uuid4().hex, "object": "list", "data": data, "model": model, "usage": usage})
 
 
@@ -524,8 +579,9 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds slept before answering each request")
+    parser.add_argument("--min-interval", type=float, default=0.0, help="429 to requests closer than this (s)")
     args = parser.parse_args()
-    with FakeMistral(latency=args.latency, port=args.port, host=args.host) as fake:
+    with FakeMistral(latency=args.latency, port=args.port, host=args.host, min_interval=args.min_interval) as fake:
         print(f"fake Mistral API on {fake.base_url}", flush=True)
         try:
             threading.Event().wait()

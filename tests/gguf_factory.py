@@ -58,23 +58,26 @@ the be to of and a in that have I it for not on with he as you do at this but hi
 her she or an will my one all would there their what so up out if about who get which go me when make
 can like time no just him know take people into year your good some could them see other than then now
 look only come its over think also back after use two how our work first well way even new want because
-any these give day most us is are was were been has had did said hello hi there thanks please yes okay
+any these give day most us is are was were been has had did said hello hi welcome thanks please yes okay
 sure answer question model brief short long word words text line story poem cat dog bird fish tree
 house car road city world water fire earth air sun moon star sky rain snow wind cloud river sea hill
 mountain stone green blue red yellow black white small big old young happy sad fast slow hot cold warm
 open close begin end start stop run walk talk read write sing play eat drink sleep wake love help keep
 find tell ask seem feel try leave call need become put mean let turn show hear live believe hold bring
 happen sit stand lose pay meet include continue set learn change lead understand watch follow create
-speak allow add spend grow offer remember consider appear buy wait serve die send expect build stay
-fall cut reach kill remain suggest raise pass sell require report decide pull hand part place case
-week company system program number group problem fact point home water room mother area money night
+speak allow add spend grow offer remember consider appear buy wait serve dream send expect build stay
+fall cut reach kind remain suggest raise pass sell require report decide pull hand part place case
+week company system program number group problem fact point home party room mother area money night
 friend name idea body information family head service power hour game music book table window door
 paper light morning evening apple bread milk tea coffee chair garden school letter color shape
 """.split()
 
 
-def _vocabulary(words: list[str]) -> tuple[list[str], list[float], list[int]]:
-    """Build an SPM vocabulary: specials, control tokens, 256 byte tokens, then normal pieces."""
+def _vocabulary(words: list[str]) -> tuple[list[str], list[float], list[int], list[bool]]:
+    """Build an SPM vocabulary: specials, control tokens, 256 byte tokens, then normal pieces.
+
+    Returns tokens, scores, token types and, per token, whether the model may generate it (whole words).
+    """
     tokens = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL,
              gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
@@ -85,19 +88,23 @@ def _vocabulary(words: list[str]) -> tuple[list[str], list[float], list[int]]:
     pieces: list[str] = ["\u2581"]
     pieces += list(chars)
     pieces += ["\u2581" + c for c in chars]
+    whole: set[str] = set()
     for word in words:
-        # SPM only merges a pair if the merged piece exists, so every prefix of "▁word" must be a token;
-        # a capitalised form lets sentence starts ("Be", "Hello") tokenize into words too.
+        # SPM only merges a pair if the merged piece exists, so every prefix of "▁word" (and of "word",
+        # for words after a newline or a control token) must be a token; a capitalised form lets
+        # sentence starts ("Be", "Hello") tokenize into words too.
         for form in dict.fromkeys((word, word[:1].upper() + word[1:])):
-            piece = "\u2581" + form
-            pieces += [piece[:i] for i in range(2, len(piece) + 1)]
+            for piece in ("\u2581" + form, form):
+                pieces += [piece[:i] for i in range(1, len(piece) + 1)]
+            whole.add("\u2581" + form)
     seen = set(tokens)
     normal = [p for p in dict.fromkeys(pieces) if p not in seen]
     tokens += normal
     types += [gguf.TokenType.NORMAL] * len(normal)
     # Longer pieces score higher so that whole words win; specials/bytes score 0.
     scores = [0.0] * (len(tokens) - len(normal)) + [float(len(p)) for p in normal]
-    return tokens, scores, [int(t) for t in types]
+    emit = [t in whole for t in tokens]
+    return tokens, scores, [int(t) for t in types], emit
 
 
 def write_tiny_gguf(
@@ -121,10 +128,12 @@ def write_tiny_gguf(
 
     The SPM vocabulary holds ``<unk>``/``<s>``/``</s>`` (ids 0/1/2), control tokens ``[INST]``/``[/INST]``,
     the 256 byte tokens and ``▁word`` pieces (with all prefixes) for ``words`` (default ``DEFAULT_WORDS``).
-    Embedding dimension 0 is a constant that no layer writes to, and the output rows of every non-normal
-    token (unknown, control including EOS, byte) weigh it strongly negative: the model only ever emits
-    whole words, never EOS, so ``max_tokens`` sets the length and streamed chunks are never held back.
-    ``dtype`` ("f32", "f16" or "q8_0") applies to matrices; norms and the MoE router are F32. Same arguments, same bytes.
+    Embedding dimension 0 is a constant that no layer writes to, and the output rows of every token but
+    the whole ``▁word`` pieces (so control tokens including EOS, byte tokens, word prefixes) weigh it
+    strongly negative: the model only ever emits whole words like " hello", never EOS, so ``max_tokens``
+    sets the length and streamed chunks (one per token) are never held back.
+    ``dtype`` ("f32", "f16" or "q8_0"; q8_0 needs n_embd and n_ff divisible by 32) applies to matrices;
+    norms and the MoE router are F32. Same arguments, same bytes.
     ``chat_template=None`` leaves ``tokenizer.chat_template`` out. Returns the path as a ``pathlib.Path``.
     """
     if n_embd % n_head or n_head % n_head_kv:
@@ -135,7 +144,7 @@ def write_tiny_gguf(
         raise ValueError("need 0 < n_expert_used <= n_expert")
     path = pathlib.Path(path)
     rng = np.random.default_rng(seed)
-    tokens, scores, types = _vocabulary(DEFAULT_WORDS if words is None else list(words))
+    tokens, scores, types, emit = _vocabulary(DEFAULT_WORDS if words is None else list(words))
     n_vocab = len(tokens)
     head_dim = n_embd // n_head
     n_embd_kv = head_dim * n_head_kv
@@ -218,9 +227,9 @@ def write_tiny_gguf(
     norm("output_norm.weight", n_embd)
     out = rand(n_vocab, n_embd, scale=3.0 * n_embd**-0.5)
     out[:, const] = 0.0
-    special = np.array([t != gguf.TokenType.NORMAL for t in types])
-    out[special, :] = 0.0
-    out[special, const] = -1000.0  # logit = -1000 * (positive normalised constant): never sampled
+    mute = ~np.array(emit)
+    out[mute, :] = 0.0
+    out[mute, const] = -1000.0  # logit = -1000 * (positive normalised constant): never sampled
     matrix("output.weight", out)
 
     writer.write_header_to_file()

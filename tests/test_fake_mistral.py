@@ -230,6 +230,7 @@ def test_reset_mid_stream(fake, client):
         with client.stream("POST", "/chat/completions", json={}) as r:
             for line in r.iter_lines():
                 seen.append(line)
+    assert len([line for line in seen if line.startswith("data: ")]) == 2  # events before the RST arrive
     assert chat(client, "still alive").status_code == 200
 
 
