@@ -74,7 +74,7 @@ BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
     _entry("mistral-large-latest", "mistral-large", context=262144, caps="chat tools vision"),
     _entry("mistral-medium-latest", "mistral-medium", context=262144, caps="chat tools vision"),
     _entry("mistral-small-latest", "mistral-small", context=262144, caps="chat tools vision"),
-    _entry("codestral-latest", "codestral", context=262144, caps="chat tools fim"),
+    _entry("codestral-latest", "codestral", context=131072, caps="chat tools fim"),
     _entry("ministral-3b-latest", "ministral-3b", context=131072, caps="chat tools vision"),
     _entry("ministral-8b-latest", "ministral-8b", context=131072, caps="chat tools vision"),
     _entry("ministral-14b-latest", "ministral-14b", context=131072, caps="chat tools vision"),
@@ -196,6 +196,7 @@ def register_models(register: Any) -> None:
                 register(ServerChat(server), AsyncServerChat(server), aliases=server.aliases)
     except Exception:  # never break every `llm` command for one plugin's sake
         pass
+    register_local_models(register)
 
 
 @llm.hookimpl
@@ -208,6 +209,7 @@ def register_embedding_models(register: Any) -> None:
                 register(ServerEmbedding(server), aliases=server.aliases)
     except Exception:  # never break every `llm` command for one plugin's sake
         pass
+    register_local_embedding_models(register)
 
 
 @llm.hookimpl
@@ -1072,10 +1074,15 @@ MAX_TOKENS_PER_INPUT = 8192
 CODESTRAL_EMBED_DIMENSIONS = (256, 512, 1024, 1536, 3072)
 
 
+_WORDISH = re.compile(r"\w+|[^\w\s]")
+
+
 def estimate_tokens(text: str) -> int:
     """A deliberately high token count without a tokenizer: Mistral's tokenizers average about four
-    UTF-8 bytes a token on English prose and fewer on code and other scripts; we assume three."""
-    return len(text.encode("utf-8")) // 3 + 1
+    UTF-8 bytes a token on English prose and fewer on code and other scripts; we assume three, and at
+    least one token per word and per punctuation mark (numbers, CSV and code are dense in those).
+    A low estimate costs one split request (see ``EmbeddingJob.embed``), never a failure."""
+    return max(len(text.encode("utf-8")) // 3, len(_WORDISH.findall(text))) + 1
 
 
 def pack_batches(texts: list[str], max_inputs: int, max_tokens: int) -> list[range]:
@@ -1093,28 +1100,106 @@ def pack_batches(texts: list[str], max_inputs: int, max_tokens: int) -> list[ran
     return batches
 
 
-def _item_label(index: int) -> str:
-    """Name item ``index`` of the batch llm handed us: its id when ``llm embed-multi`` has one."""
-    frame = sys._getframe()
-    while frame is not None:  # llm's Collection.embed_multi_with_metadata holds the (id, content) rows
-        rows = frame.f_locals.get("filtered_batch") if frame.f_code.co_name == "embed_multi_with_metadata" else None
-        if isinstance(rows, list) and index < len(rows):
-            return f"item {rows[index][0]!r}"
+def _item_labels(count: int) -> tuple[list[str], str]:
+    """How to name each of the ``count`` items llm handed to ``embed_batch`` in an error, and what a
+    failure leaves unstored.
+
+    llm passes no ids to embedding models, so they are read from its calling frames (call this on the
+    caller's thread, not from a worker): ``Collection.embed_multi_with_metadata`` (``llm embed-multi``)
+    holds the batch's ``(id, content, metadata)`` rows in ``filtered_batch``; ``Collection.embed``
+    (``llm embed COLLECTION ID``) has the ``id``. Elsewhere items are numbered."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_name
+        local = frame.f_locals if name in ("embed_multi_with_metadata", "embed") else {}
+        if type(local.get("self")).__name__ == "Collection":
+            rows = local.get("filtered_batch")
+            if name == "embed_multi_with_metadata" and isinstance(rows, list) and len(rows) == count:
+                return [f"Item {row[0]!r}" for row in rows], (
+                    f"Nothing from this batch of {count} item{'s' * (count != 1)} was stored "
+                    "(earlier batches of `llm embed-multi`, if any, were)."
+                )
+            if name == "embed" and count == 1 and "id" in local:
+                return [f"Item {local['id']!r}"], "Nothing was stored."
         frame = frame.f_back
-    return f"item {index + 1} of this batch"
+    if count == 1:
+        return ["The input"], ""
+    return [f"Item {index + 1} of {count}" for index in range(count)], f"None of the {count} items was embedded."
+
+
+def _sentence(text: str) -> str:
+    return text.rstrip().rstrip(".") + "."
 
 
 def _too_many(error: MistralSuiteError) -> bool:
     return error.status == 400 and "too many" in error.detail.lower()
 
 
+class EmbedPace(Pace):
+    """``Pace`` that also learns a rate limit from a short ``Retry-After``: the time from the start of the
+    last request that succeeded to the moment the server allows the next one becomes the least gap
+    between request starts. Without it, requests released together after a wait meet the limit again
+    together, every time, until one of them runs out of attempts (a free-tier account allows about one
+    request a second). The gap halves after every ``limit`` successes in a row, so a passing 429 costs
+    a few slow requests, not the rest of the job. A long ``Retry-After`` (a per-minute quota) is waited
+    out but not turned into a gap."""
+
+    MAX_GAP = 5.0  # seconds
+
+    def __init__(self, limit: int) -> None:
+        import threading
+
+        super().__init__(limit)
+        self.gap = 0.0
+        self.streak = 0  # successes since the last 429
+        self.last_start = float("-inf")  # of any request
+        self.last_ok: float | None = None  # start of the latest request that succeeded
+        self.mine = threading.local()  # this thread's current request start
+
+    def __enter__(self) -> "EmbedPace":
+        with self.condition:
+            while True:
+                now = time.monotonic()
+                wait = max(self.not_before, self.last_start + self.gap) - now
+                if self.active < self.limit and wait <= 0:
+                    break
+                self.condition.wait(timeout=wait if wait > 0 else None)
+            self.active += 1
+            self.last_start = self.mine.start = now
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if exc_info[0] is None:
+            with self.condition:
+                self.last_ok = max(self.last_ok or self.mine.start, self.mine.start)
+                self.streak += 1
+                if self.gap and self.streak >= self.ceiling:
+                    self.streak, self.gap = 0, (self.gap / 2 if self.gap > 0.02 else 0.0)
+        super().__exit__(*exc_info)
+
+    def slow_down(self, delay: float) -> None:
+        with self.condition:
+            start = getattr(self.mine, "start", time.monotonic())
+            allowed = start + delay  # Retry-After counts from when the server saw the request
+            since = self.last_ok if self.last_ok is not None and self.last_ok <= start else start
+            if allowed - since <= self.MAX_GAP:
+                self.gap = max(self.gap, (allowed - since) * 1.05)
+            self.streak = 0
+        super().slow_down(delay)
+
+
 class EmbeddingJob:
     """One ``embed_batch`` call: packs requests, runs them on a few threads, splits what the service
     finds too big, and returns the vectors in input order."""
 
-    def __init__(self, model: "MistralEmbedding", texts: list[str], key: str | None) -> None:
+    def __init__(
+        self, model: "MistralEmbedding", texts: list[str], key: str | None,
+        labels: list[str] | None = None, unstored: str = "",
+    ) -> None:
         self.model, self.texts, self.key = model, texts, key
-        self.pace = Pace(model.concurrency())
+        self.labels = labels or _item_labels(len(texts))[0]  # computed on the caller's thread
+        self.unstored = unstored  # what a failure tells about rows not stored
+        self.pace = EmbedPace(model.concurrency())
 
     def run(self) -> list[list[float]]:
         from concurrent.futures import ThreadPoolExecutor
@@ -1144,34 +1229,33 @@ class EmbeddingJob:
 
     def failure(self, error: MistralSuiteError, batch: range) -> MistralSuiteError:
         match = re.search(r"input (?:id )?(\d+)", error.detail, re.IGNORECASE)
-        if len(batch) == 1 or (match and int(match.group(1)) < len(batch)):
+        if error.status == 400 and (len(batch) == 1 or (match and int(match.group(1)) < len(batch))):
             index = batch[0] if len(batch) == 1 else batch[int(match.group(1))]
-            what = f"{_item_label(index)} could not be embedded: {error.detail or error.message}"
+            what = f"{self.labels[index]} could not be embedded: {error.detail or error.message}"
         else:
             what = error.message
-        return MistralSuiteError(
-            f"{what}. Nothing from this batch of {len(self.texts)} items was stored "
-            "(earlier batches of `llm embed-multi`, if any, were).",
-            status=error.status, detail=error.detail,
-        )
+        message = _sentence(what) + (f" {self.unstored}" if self.unstored else "")
+        return MistralSuiteError(message, status=error.status, detail=error.detail)
 
     def vectors(self, answer: Any, batch: range) -> list[list[float]]:
         endpoint = self.model.endpoint()
         try:
-            rows = sorted(answer["data"], key=lambda row: row["index"])
-            vectors = [row["embedding"] for row in rows]
-        except (KeyError, TypeError):
+            rows = sorted(enumerate(answer["data"]), key=lambda pair: pair[1].get("index", pair[0]))
+            vectors = [row["embedding"] for _, row in rows]
+        except (KeyError, TypeError, AttributeError):
             raise MistralSuiteError(f"{endpoint.label} answered /embeddings without embeddings.") from None
+        unstored = f" {self.unstored}" if self.unstored else ""
         if len(vectors) != len(batch):
             raise MistralSuiteError(
-                f"{endpoint.label} returned {len(vectors)} embeddings for {len(batch)} inputs; nothing was stored."
+                f"{endpoint.label} returned {len(vectors)} embeddings for {len(batch)} inputs.{unstored}"
             )
         expected = self.model.dimensions or len(vectors[0])
         for vector in vectors:
-            if len(vector) != expected:
+            if not isinstance(vector, list) or len(vector) != expected:
+                size = len(vector) if isinstance(vector, list) else type(vector).__name__
                 raise MistralSuiteError(
-                    f"{endpoint.label} returned a {len(vector)}-dimension vector for {self.model.model_id}, "
-                    f"which has {expected}; nothing was stored."
+                    f"{endpoint.label} returned a {size}-dimension vector for {self.model.model_id}, "
+                    f"which has {expected} dimensions; it was not used.{unstored}"
                 )
         return vectors
 
@@ -1209,20 +1293,24 @@ class MistralEmbedding(llm.EmbeddingModel):
 
     def embed_batch(self, items: Iterable[str | bytes], *, key: str | None = None) -> Iterator[list[float]]:
         texts = list(items)
+        if not texts:
+            return
+        labels, unstored = _item_labels(len(texts))  # here, on llm's thread: the ids are in its frames
+        unstored = f" {unstored}" if unstored else ""
         for index, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str):
+                raise MistralSuiteError(f"{labels[index]} is not text; this model embeds text only.{unstored}")
+            if not text.strip():
                 raise MistralSuiteError(
-                    f"{_item_label(index)} is empty; Mistral's API cannot embed empty text. "
-                    f"Nothing from this batch of {len(texts)} items was stored."
+                    f"{labels[index]} is empty (or only whitespace), which cannot be embedded.{unstored}"
                 )
             if len(text.encode("utf-8")) // 6 > MAX_TOKENS_PER_INPUT:  # too long even by a low estimate
                 raise MistralSuiteError(
-                    f"{_item_label(index)} is too long to embed (about {estimate_tokens(text)} tokens; "
-                    f"the limit is {MAX_TOKENS_PER_INPUT}). Split it into smaller pieces. "
-                    f"Nothing from this batch of {len(texts)} items was stored."
+                    f"{labels[index]} is too long to embed (about {estimate_tokens(text)} tokens; "
+                    f"the limit is {MAX_TOKENS_PER_INPUT} per input). Split it into smaller pieces.{unstored}"
                 )
-        if texts:
-            yield from EmbeddingJob(self, texts, key or self.get_key()).run()
+        key = key or self.get_key()
+        yield from EmbeddingJob(self, texts, key, labels, unstored.strip()).run()
 
 
 def embedding_models() -> list[tuple[MistralEmbedding, tuple[str, ...]]]:
@@ -1282,7 +1370,7 @@ class _FIMBase:
 
     def request_body(self, prompt: llm.Prompt, stream: bool) -> dict[str, Any]:
         options = prompt.options
-        name = options.model or FIM_DEFAULT_MODEL
+        name = (options.model or FIM_DEFAULT_MODEL).removeprefix("mistral/")  # -m mistral/codestral-2508
         entry = find_entry(name)
         if entry is not None and "fim" not in entry.capabilities:
             fim_models = ", ".join(e.api_name for e in load_catalog() if "fim" in e.capabilities)
@@ -1332,24 +1420,30 @@ class ServerConfig(NamedTuple):
     embedding: bool = False
 
     def endpoint(self) -> Endpoint:
+        # The label names the server; connection errors add "is not reachable at <url>" themselves.
         if self.name == LLAMAFILE.name:
-            label = f"the llamafile at {self.url}"
+            label = "the llamafile"
             start = f"Start one with `{LLAMAFILE_START}`, or set LLM_LLAMAFILE_BASE_URL to where it listens."
+            add_name = "NAME"  # the built-in entry takes no key: register the server under a name of its own
         else:
-            label = f"the server {self.name!r} at {self.url}"
+            label = f"the server {self.name!r}"
             start = f"Start it, or change its URL with `llm mistral servers add {self.name} URL`."
+            add_name = self.name
         return Endpoint(
             base_url=self.url.rstrip("/"),
             label=label,
             key_hint=f"Set its key with `llm keys set {self.key_name}`." if self.key_name else
-            f"It needs a key: `llm mistral servers add {self.name} {self.url} --key-name NAME`.",
+            f"It needs a key: `llm mistral servers add {add_name} {self.url} --key-name KEY` and "
+            "`llm keys set KEY` (or pass --key).",
             start_hint=start,
             retry_refused=False,
         )
 
     def key(self, explicit: str | None) -> str | None:
+        """The key for this server only: ``--key`` (a key or an `llm keys` name), else its own `llm keys`
+        entry; never an environment variable or another service's key."""
         if not self.key_name:
-            return None
+            return llm.get_key(explicit_key=explicit) if explicit else None
         key = llm.get_key(explicit_key=explicit, key_alias=self.key_name)
         if not key:
             raise MissingKeyError(f"No key found for {self.name}: set one with `llm keys set {self.key_name}`.")
@@ -1368,10 +1462,14 @@ def load_servers() -> list[ServerConfig]:
     llamafile = LLAMAFILE._replace(url=os.environ.get("LLM_LLAMAFILE_BASE_URL") or LLAMAFILE.url)
     try:
         saved = json.loads(servers_path().read_text())
-        added = [ServerConfig(name=name, **{**config, "aliases": tuple(config.get("aliases", ()))})
-                 for name, config in saved.items()]
-    except (OSError, ValueError, TypeError, AttributeError):
-        added = []
+    except (OSError, ValueError):
+        saved = {}
+    added = []
+    for name, config in saved.items() if isinstance(saved, dict) else ():
+        try:  # one entry we cannot read is skipped, never fatal
+            added.append(ServerConfig(name=name, **{**config, "aliases": tuple(config.get("aliases", ()))}))
+        except (TypeError, AttributeError, ValueError):
+            continue
     return [llamafile] + [server for server in added if server.name != llamafile.name]
 
 
@@ -1383,13 +1481,19 @@ def wire_model(server: ServerConfig, key: str | None) -> str:
     if server.model:
         return server.model
     if server.url not in _discovered_models:
-        listing = request_json(server.endpoint(), "GET", "/models", key)
+        try:
+            listing = request_json(server.endpoint(), "GET", "/models", key)
+        except MistralSuiteError as error:
+            if error.status not in (404, 405):
+                raise
+            listing = None  # a server without /models: ask for --model below
         try:
             _discovered_models[server.url] = listing["data"][0]["id"]
         except (KeyError, IndexError, TypeError):
+            name = "NAME" if server.name == LLAMAFILE.name else server.name
             raise MistralSuiteError(
-                f"{server.endpoint().label} lists no model at /models; name one with "
-                f"`llm mistral servers add {server.name} {server.url} --model MODEL`."
+                f"{server.endpoint().label} lists no model at {server.url}/models; name one with "
+                f"`llm mistral servers add {name} {server.url} --model MODEL`."
             ) from None
     return _discovered_models[server.url]
 
@@ -1452,7 +1556,10 @@ class ServerChat(_ServerChatBase, llm.KeyModel):
     def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[override]
         model = wire_model(self.server, key)
         body = self.request_body(prompt, stream, model)
-        yield from run_reply(self.server.endpoint(), "/chat/completions", key, body, stream, response, model)
+        try:
+            yield from run_reply(self.server.endpoint(), "/chat/completions", key, body, stream, response, model)
+        except MistralSuiteError as error:
+            raise server_not_found(self.server, error) from None
 
 
 class AsyncServerChat(_ServerChatBase, llm.AsyncKeyModel):
@@ -1460,8 +1567,23 @@ class AsyncServerChat(_ServerChatBase, llm.AsyncKeyModel):
         model = wire_model(self.server, key)  # cached after the first call of the process
         body = self.request_body(prompt, stream, model)
         endpoint = self.server.endpoint()
-        async for event in arun_reply(endpoint, "/chat/completions", key, body, stream, response, model):
-            yield event
+        try:
+            async for event in arun_reply(endpoint, "/chat/completions", key, body, stream, response, model):
+                yield event
+        except MistralSuiteError as error:
+            raise server_not_found(self.server, error) from None
+
+
+def server_not_found(server: ServerConfig, error: MistralSuiteError) -> MistralSuiteError:
+    """A 404 from a server means a wrong URL or model name (not a retired Mistral model): say so."""
+    if error.status != 404:
+        return error
+    detail = f": {error.detail}" if error.detail else ""
+    return MistralSuiteError(
+        f"{server.endpoint().label} answered 404 Not Found for {server.url}/chat/completions{detail}. "
+        "Check its URL (usually ending in /v1) and model name: `llm mistral servers list`.",
+        status=404, detail=error.detail,
+    )
 
 
 class ServerEmbedding(MistralEmbedding):
@@ -1489,6 +1611,954 @@ class ServerEmbedding(MistralEmbedding):
 # ---------------------------------------------------------------------------------------------
 # 5e. Local GGUF models (llama.cpp)
 # ---------------------------------------------------------------------------------------------
+
+# Local models are GGUF files run in-process by llama-cpp-python (the `[local]` extra). Nothing here
+# imports llama_cpp until a local model actually runs: registration reads two small JSON files only.
+#
+# - Registry: ``mistral-suite-local.json`` in llm's user dir (name -> path, aliases, embedding flag),
+#   plus llm-llama-cpp's ``llama-cpp/models.json`` whose files appear as ``mistral-local/<name>``
+#   (without its aliases, which stay llm-llama-cpp's).
+# - One loaded ``Llama`` per file and process (``_LOCAL_LOADED``): the turns of ``llm chat`` reuse
+#   the KV cache prefix instead of re-reading the conversation.
+# - Chat goes through ``create_chat_completion`` with the GGUF's own template rendered by
+#   llama-cpp-python's Jinja2ChatFormatter (never its built-in "mistral-instruct" format, which
+#   drops system prompts); the system prompt is placed the way Mistral's tokenizers do. The chunks
+#   are OpenAI-shaped, so ``ReplyDecoder`` (section 4) turns them into llm events.
+
+LOCAL_PREFIX = "mistral-local/"
+LOCAL_REGISTRY_FILE = "mistral-suite-local.json"
+LOCAL_DEFAULT_MAX_TOKENS = 512
+LOCAL_MAX_DEFAULT_CTX = 8192  # default n_ctx: the model's own context, capped (KV cache memory)
+LOCAL_EMBED_MAX_CTX = 2048
+LOCAL_INSTALL_HINT = "llm install 'llm-mistral-suite[local]' (or: pip install 'llm-mistral-suite[local]')"
+HF_BASE_URL_ENV = "LLM_MISTRAL_HF_BASE_URL"
+
+# `llm mistral local download MODEL`: the seed's open-weights models (Q4_K_M GGUF files on Hugging Face).
+# sha256/size per file are None where not pinned here: the download is then checked against the sha256
+# Hugging Face sends (X-Linked-Etag) and the size it announces.
+LOCAL_DOWNLOADS: dict[str, dict[str, Any]] = {
+    "mistral-7b": {
+        "description": "Mistral 7B Instruct v0.3", "size": "4.4 GB", "tokenizer": "v3",
+        "repo": "bartowski/Mistral-7B-Instruct-v0.3-GGUF", "files": ["Mistral-7B-Instruct-v0.3-Q4_K_M.gguf"],
+        "aliases": ["mistral-7b-local"],
+    },
+    "mistral-7b-v0.2": {
+        "description": "Mistral 7B Instruct v0.2", "size": "4.4 GB", "tokenizer": "v1",
+        "repo": "TheBloke/Mistral-7B-Instruct-v0.2-GGUF", "files": ["mistral-7b-instruct-v0.2.Q4_K_M.gguf"],
+        "aliases": ["mistral-7b-v0.2-local"],
+    },
+    "mixtral-8x7b": {
+        "description": "Mixtral 8x7B Instruct v0.1", "size": "26 GB", "tokenizer": "v1",
+        "repo": "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF", "files": ["mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf"],
+        "aliases": ["mixtral-8x7b-local"],
+    },
+    "mixtral-8x22b": {
+        "description": "Mixtral 8x22B Instruct v0.1 (2 parts)", "size": "86 GB", "tokenizer": "v3",
+        "repo": "bartowski/Mixtral-8x22B-Instruct-v0.1-GGUF",
+        "files": [
+            "Mixtral-8x22B-Instruct-v0.1-Q4_K_M/Mixtral-8x22B-Instruct-v0.1-Q4_K_M-00001-of-00002.gguf",
+            "Mixtral-8x22B-Instruct-v0.1-Q4_K_M/Mixtral-8x22B-Instruct-v0.1-Q4_K_M-00002-of-00002.gguf",
+        ],
+        "aliases": ["mixtral-8x22b-local"],
+    },
+    "codestral-22b": {
+        "description": "Codestral 22B v0.1", "size": "13 GB", "tokenizer": "v3",
+        "repo": "bartowski/Codestral-22B-v0.1-GGUF", "files": ["Codestral-22B-v0.1-Q4_K_M.gguf"],
+        "aliases": ["codestral-22b-local"],
+    },
+    "mathstral-7b": {
+        "description": "Mathstral 7B v0.1", "size": "4.4 GB", "tokenizer": "v3",
+        "repo": "bartowski/mathstral-7B-v0.1-GGUF", "files": ["mathstral-7B-v0.1-Q4_K_M.gguf"],
+        "aliases": ["mathstral-7b-local"],
+    },
+    "mistral-nemo": {
+        "description": "Mistral Nemo Instruct 2407", "size": "7.5 GB", "tokenizer": "v3 (tekken)",
+        "repo": "bartowski/Mistral-Nemo-Instruct-2407-GGUF", "files": ["Mistral-Nemo-Instruct-2407-Q4_K_M.gguf"],
+        "aliases": ["mistral-nemo-local"],
+    },
+}
+
+
+# --- GGUF header: a small reader (no numpy, no gguf package) ---------------------------------------
+
+# GGML tensor type -> (elements per block, bytes per block), as in gguf.constants.GGML_QUANT_SIZES.
+_GGML_BLOCKS = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
+    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17),
+}
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+class GGUFError(ValueError):
+    """A file that llama.cpp cannot read as GGUF; the message says why, for the user."""
+
+
+class GGUFInfo:
+    """What ``local list`` shows and the loader checks, read from a GGUF header."""
+
+    __slots__ = ("path", "version", "metadata", "tensor_count", "data_offset", "data_end", "file_size")
+
+    def __init__(self, path: Path, version: int, metadata: dict[str, Any], tensor_count: int,
+                 data_offset: int, data_end: int, file_size: int) -> None:
+        self.path, self.version, self.metadata, self.tensor_count = path, version, metadata, tensor_count
+        self.data_offset, self.data_end, self.file_size = data_offset, data_end, file_size
+
+    def _arch(self, key: str) -> Any:
+        return self.metadata.get(f"{self.architecture}.{key}")
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture") or "?")
+
+    @property
+    def context_length(self) -> int | None:
+        value = self._arch("context_length")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def expert_count(self) -> int | None:
+        value = self._arch("expert_count")
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    @property
+    def expert_used_count(self) -> int | None:
+        value = self._arch("expert_used_count")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def embedding_length(self) -> int | None:
+        value = self._arch("embedding_length")
+        return int(value) if isinstance(value, int) else None
+
+
+def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
+    """Read a GGUF file's header (key/values and tensor table) and check the file holds its tensors.
+
+    Reads only the header pages (through mmap), so it is quick even for a 26 GB file. Large arrays
+    (the vocabulary) are skipped; arrays of up to 16 items are kept. Raises ``GGUFError``.
+    """
+    import mmap
+    import struct
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise GGUFError(f"No such file: {path}")
+    if path.is_dir():
+        raise GGUFError(f"{path} is a directory, not a GGUF file")
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+        if magic != b"GGUF":
+            raise GGUFError(
+                f"{path} is not a GGUF file (llama.cpp reads only GGUF; "
+                f"this file starts with {magic!r}). Download or convert the model to .gguf."
+            )
+        if size < 24:
+            raise GGUFError(f"{path} is a corrupt GGUF file: it ends inside the header ({size} bytes)")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            pos = 4
+
+            def take(fmt: str) -> Any:
+                nonlocal pos
+                width = struct.calcsize(fmt)
+                if pos + width > size:
+                    raise GGUFError(f"{path} is a corrupt GGUF file: it ends inside the header (at byte {pos})")
+                value = struct.unpack_from(fmt, buf, pos)[0]
+                pos += width
+                return value
+
+            def string() -> str:
+                nonlocal pos
+                length = take("<Q")
+                if pos + length > size:
+                    raise GGUFError(f"{path} is a corrupt GGUF file: a string runs past the end (at byte {pos})")
+                text = bytes(buf[pos:pos + length]).decode("utf-8", "replace")
+                pos += length
+                return text
+
+            def skip_string() -> None:
+                nonlocal pos
+                length = take("<Q")
+                pos += length
+
+            def value(kind: int) -> Any:
+                nonlocal pos
+                if kind in _GGUF_SCALARS:
+                    return take(_GGUF_SCALARS[kind])
+                if kind == 8:
+                    return string()
+                if kind == 9:
+                    item_kind, count = take("<I"), take("<Q")
+                    if count <= 16:
+                        return [value(item_kind) for _ in range(count)]
+                    if item_kind in _GGUF_SCALAR_SIZES:
+                        pos += count * _GGUF_SCALAR_SIZES[item_kind]
+                    elif item_kind == 8:
+                        for _ in range(count):
+                            skip_string()
+                    else:
+                        for _ in range(count):
+                            value(item_kind)
+                    if pos > size:
+                        raise GGUFError(f"{path} is a corrupt GGUF file: an array runs past the end")
+                    return {"array_length": count}
+                raise GGUFError(f"{path} is a corrupt GGUF file: unknown value type {kind} at byte {pos}")
+
+            version = take("<I")
+            if version not in (2, 3):
+                raise GGUFError(f"{path} is GGUF version {version}; llama.cpp reads versions 2 and 3")
+            tensor_count, kv_count = take("<Q"), take("<Q")
+            if kv_count > 1_000_000 or tensor_count > 10_000_000:
+                raise GGUFError(f"{path} is a corrupt GGUF file: implausible header counts")
+            metadata: dict[str, Any] = {}
+            for _ in range(kv_count):
+                key = string()
+                metadata[key] = value(take("<I"))
+            data_end = 0
+            for _ in range(tensor_count):
+                name = string()
+                n_dims = take("<I")
+                if n_dims > 8:
+                    raise GGUFError(f"{path} is a corrupt GGUF file: tensor {name!r} has {n_dims} dimensions")
+                elements = 1
+                for _ in range(n_dims):
+                    elements *= take("<Q")
+                kind, offset = take("<I"), take("<Q")
+                block = _GGML_BLOCKS.get(kind)
+                nbytes = elements // block[0] * block[1] if block else 0
+                data_end = max(data_end, offset + nbytes)
+            alignment = metadata.get("general.alignment")
+            alignment = alignment if isinstance(alignment, int) and alignment > 0 else 32
+            data_offset = -(-pos // alignment) * alignment
+    info = GGUFInfo(path, version, metadata, tensor_count, data_offset, data_offset + data_end, size)
+    if tensor_count and size < info.data_end:
+        raise GGUFError(
+            f"{path} is a truncated GGUF file: its tensors need {info.data_end:,} bytes but the file has "
+            f"{size:,} (an interrupted download?)"
+        )
+    return info
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+# --- registry --------------------------------------------------------------------------------------
+
+
+class LocalModelInfo:
+    """One registered GGUF file."""
+
+    __slots__ = ("name", "path", "aliases", "embedding", "source")
+
+    def __init__(self, name: str, path: str, aliases: Iterable[str] = (), embedding: bool = False,
+                 source: str = "suite") -> None:
+        self.name, self.path, self.aliases = name, path, tuple(aliases)
+        self.embedding, self.source = embedding, source
+
+    @property
+    def model_id(self) -> str:
+        return LOCAL_PREFIX + self.name
+
+
+def local_registry_path() -> Path:
+    return llm.user_dir() / LOCAL_REGISTRY_FILE
+
+
+def llama_cpp_models_path() -> Path:
+    """llm-llama-cpp's registry (``llm llama-cpp add-model`` / ``download-model`` write it)."""
+    return llm.user_dir() / "llama-cpp" / "models.json"
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_local_registry() -> dict[str, dict[str, Any]]:
+    """The suite's registered GGUF files: name -> {"path", "aliases", "embedding", ...}; never raises."""
+    models = _read_json_object(local_registry_path()).get("models")
+    if not isinstance(models, dict):
+        return {}
+    return {name: entry for name, entry in models.items() if isinstance(entry, dict) and entry.get("path")}
+
+
+def write_local_registry(models: dict[str, dict[str, Any]]) -> None:
+    path = local_registry_path()
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps({"models": models}, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def local_models() -> list[LocalModelInfo]:
+    """The suite's models, then llm-llama-cpp's GGUF files that the suite does not register itself."""
+    suite = read_local_registry()
+    result = [
+        LocalModelInfo(name, str(entry["path"]),
+                       [a for a in entry.get("aliases") or () if isinstance(a, str)],
+                       bool(entry.get("embedding")))
+        for name, entry in suite.items()
+    ]
+    for name, entry in _read_json_object(llama_cpp_models_path()).items():
+        if name in suite or not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            continue
+        if not entry["path"].lower().endswith(".gguf"):
+            continue  # llm-llama-cpp also lists GGML-era files llama.cpp no longer reads
+        result.append(LocalModelInfo(name, entry["path"], (), False, "llm-llama-cpp"))
+    return result
+
+
+def register_local_models(register: Any) -> None:
+    """Chat models for the registered GGUF files; cheap (two small JSON files) and never raises."""
+    try:
+        models = local_models()
+    except Exception:
+        return
+    for info in models:
+        if info.embedding:
+            continue
+        try:
+            register(LocalChat(info), AsyncLocalChat(info), aliases=info.aliases)
+        except Exception:
+            continue
+
+
+def register_local_embedding_models(register: Any) -> None:
+    """Embedding models for GGUF files added with ``--embedding``; never raises."""
+    try:
+        models = local_models()
+    except Exception:
+        return
+    for info in models:
+        if info.embedding:
+            try:
+                register(LocalEmbedding(info), aliases=info.aliases)
+            except Exception:
+                continue
+
+
+# --- llama.cpp: import, logging, one loaded model per file -----------------------------------------
+
+_local_log_state: dict[str, Any] = {"verbose": False, "errors": []}
+_local_log_callback: Any = None  # the ctypes callback must stay referenced while llama.cpp may call it
+_LOCAL_LOADED: dict[tuple[str, bool], "LoadedLlama"] = {}
+
+
+def import_llama_cpp() -> Any:
+    """``llama_cpp``, with llama.cpp's logging routed through ``_local_log``; a clear error if missing."""
+    global _local_log_callback
+    try:
+        import llama_cpp
+    except ImportError:
+        raise MistralSuiteError(
+            f"Local models need llama-cpp-python, which is not installed. Install it with: {LOCAL_INSTALL_HINT}"
+        ) from None
+    except Exception as exc:  # the package is there but its compiled library does not load
+        raise MistralSuiteError(
+            f"llama-cpp-python is installed but does not load ({exc}). Reinstall it with: {LOCAL_INSTALL_HINT}"
+        ) from None
+    if _local_log_callback is None:
+        import ctypes
+
+        _local_log_callback = llama_cpp.llama_log_callback(_local_log)
+        llama_cpp.llama_log_set(_local_log_callback, ctypes.c_void_p(0))
+    return llama_cpp
+
+
+def _local_log(level: int, text: bytes, user_data: Any) -> None:
+    """llama.cpp's log callback: silent unless ``-o verbose 1``; keeps the last error lines for messages."""
+    try:
+        message = text.decode("utf-8", "replace")
+        if _local_log_state["verbose"]:
+            sys.stderr.write(message)
+            sys.stderr.flush()
+        if level == 4:  # GGML_LOG_LEVEL_ERROR (ggml's enum: NONE, DEBUG, INFO, WARN, ERROR, CONT)
+            errors = _local_log_state["errors"]
+            if len(errors) < 8:
+                errors.append(message.strip())
+    except Exception:  # an exception must never escape into C
+        pass
+
+
+def _last_llama_error() -> str:
+    """The most telling error line llama.cpp logged since the last ``_local_log_state["errors"]`` reset."""
+    errors = [line for line in _local_log_state["errors"] if line]
+    telling = [line for line in errors if "error" in line.lower()]
+    return (telling or errors or [""])[0]
+
+
+class LoadedLlama:
+    """A ``Llama`` kept loaded for the process, with what is needed to chat with it."""
+
+    __slots__ = ("llama", "settings", "n_threads", "lock", "formatter", "meter")
+
+    def __init__(self, llama: Any, settings: tuple, n_threads: int | None) -> None:
+        import threading
+
+        self.llama, self.settings, self.n_threads = llama, settings, n_threads
+        self.lock = threading.Lock()
+        self.formatter: Optional[LocalChatFormatter] = None
+        self.meter: Optional[_LocalMeter] = None
+
+
+def default_gpu_layers(llama_cpp: Any) -> int:
+    """All layers on the GPU when this llama-cpp-python build can offload, else none."""
+    try:
+        return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    except Exception:
+        return 0
+
+
+def check_gguf(path: str) -> GGUFInfo:
+    try:
+        return read_gguf_info(path)
+    except GGUFError as exc:
+        raise MistralSuiteError(str(exc)) from None
+    except OSError as exc:
+        raise MistralSuiteError(f"Cannot read {path}: {exc.strerror or exc}") from None
+
+
+def load_local_llama(path: str, *, embedding: bool = False, n_ctx: int | None = None,
+                     n_gpu_layers: int | None = None, n_threads: int | None = None,
+                     verbose: bool = False) -> LoadedLlama:
+    """The process's ``Llama`` for ``path``, loaded on first use and kept (a KV cache to reuse)."""
+    llama_cpp = import_llama_cpp()
+    _local_log_state["verbose"] = bool(verbose)
+    key = (str(path), embedding)
+    gpu = default_gpu_layers(llama_cpp) if n_gpu_layers is None else n_gpu_layers
+    loaded = _LOCAL_LOADED.get(key)
+    if loaded is not None and loaded.settings[:2] == (n_ctx, gpu) and Path(path).exists():
+        if n_threads and n_threads != loaded.n_threads:
+            llama_cpp.llama_set_n_threads(loaded.llama.ctx, n_threads, n_threads)
+            loaded.n_threads = n_threads
+        loaded.llama.verbose = bool(verbose)  # llama-cpp-python's own prints follow this flag
+        return loaded
+    if loaded is not None:  # other settings: one model per file, so the old one goes first
+        del _LOCAL_LOADED[key]
+        try:
+            loaded.llama.close()
+        except Exception:
+            pass
+    info = check_gguf(path)
+    trained = info.context_length or 4096
+    ctx = n_ctx or min(trained, LOCAL_EMBED_MAX_CTX if embedding else LOCAL_MAX_DEFAULT_CTX)
+    # llama.cpp pads the context to a multiple of 256 but llama-cpp-python sizes its token buffer
+    # by the number asked for: ask for the padded size, or prompts in between overflow that buffer.
+    ctx = -(-ctx // 256) * 256
+    kwargs: dict[str, Any] = {"model_path": str(path), "n_ctx": ctx, "n_gpu_layers": gpu, "verbose": bool(verbose)}
+    if n_threads:
+        kwargs["n_threads"] = kwargs["n_threads_batch"] = n_threads
+    if embedding:
+        kwargs.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_batch=ctx, n_ubatch=ctx)
+    _local_log_state["errors"].clear()
+    try:
+        llama = llama_cpp.Llama(**kwargs)
+    except (ValueError, RuntimeError, OSError) as exc:
+        detail = _last_llama_error() or str(exc)
+        if "context" in str(exc):
+            raise MistralSuiteError(
+                f"llama.cpp could not create a context of {ctx} tokens for {path} ({detail}). "
+                "Try a smaller -o n_ctx."
+            ) from None
+        raise MistralSuiteError(
+            f"llama.cpp could not load {path}: {detail}. The file may be corrupt or truncated, or made for "
+            f"a newer llama.cpp than this llama-cpp-python ({getattr(llama_cpp, '__version__', '?')})."
+        ) from None
+    loaded = LoadedLlama(llama, (n_ctx, gpu, ctx, trained), n_threads)
+    if not embedding:
+        loaded.formatter = LocalChatFormatter.for_llama(llama)
+        loaded.meter = _LocalMeter(llama, llama_cpp)
+    _LOCAL_LOADED[key] = loaded
+    return loaded
+
+
+# --- chat template ---------------------------------------------------------------------------------
+
+# Used when a GGUF carries no chat template: Mistral's [INST] format (v1 spacing when [INST] is plain
+# text in the vocabulary, v3 when it is a control token). The system prompt is placed by our code.
+LOCAL_DEFAULT_TEMPLATE_V1 = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+LOCAL_DEFAULT_TEMPLATE_V3 = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + '[/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+_SYSTEM_PROBE, _USER_PROBE = "\u27e6system-probe\u27e7", "\u27e6user-probe\u27e7"
+
+
+def arrange_local_messages(messages: list[dict[str, Any]], system_placement: str,
+                           strip_assistant: bool = False) -> list[dict[str, Any]]:
+    """Messages a Mistral chat template accepts: user/assistant alternating, the system prompt placed.
+
+    ``system_placement``: "native" (the template handles a leading system message), "first-user"
+    (Mistral v1 tokenizer: prepended to the first user message) or "last-user" (v3 and later: to the
+    last one). Consecutive messages of one role are joined; roles other than these are dropped.
+    ``strip_assistant`` drops the leading space of replies for templates that add their own, so a
+    replayed reply tokenizes as it was generated (and the KV cache prefix still matches).
+    """
+    system_texts: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role, content = message.get("role"), message.get("content")
+        text = content if isinstance(content, str) else "".join(
+            piece.get("text", "") for piece in content or () if isinstance(piece, dict)
+        )
+        if role == "system":
+            if text:
+                system_texts.append(text)
+        elif role in ("user", "assistant"):
+            if role == "assistant" and strip_assistant:
+                text = text.lstrip()
+            if turns and turns[-1]["role"] == role:
+                turns[-1]["content"] += "\n\n" + text
+            else:
+                turns.append({"role": role, "content": text})
+    system = "\n\n".join(system_texts)
+    if not system:
+        return turns
+    if system_placement == "native":
+        return [{"role": "system", "content": system}, *turns]
+    users = [i for i, turn in enumerate(turns) if turn["role"] == "user"]
+    if not users:
+        return [{"role": "user", "content": system}, *turns]
+    index = users[0] if system_placement == "first-user" else users[-1]
+    turns[index] = {"role": "user", "content": system + "\n\n" + turns[index]["content"]}
+    return turns
+
+
+class LocalChatFormatter:
+    """A llama-cpp-python chat formatter: the GGUF's Jinja template, Mistral's system prompt placement.
+
+    Installed as the ``Llama``'s ``chat_handler``, so llama-cpp-python never substitutes its built-in
+    "mistral-instruct" format. Keeps the last rendered prompt (shown with ``-o verbose 1``).
+    """
+
+    def __init__(self, template: str | None, *, bos_token: str = "<s>", eos_token: str = "</s>",
+                 eos_token_id: int | None = None, inst_is_control: bool = True) -> None:
+        from llama_cpp.llama_chat_format import MISTRAL_INSTRUCT_CHAT_TEMPLATE, Jinja2ChatFormatter
+
+        self.template_source = "gguf" if template else "default"
+        if not template:
+            template = LOCAL_DEFAULT_TEMPLATE_V3 if inst_is_control else LOCAL_DEFAULT_TEMPLATE_V1
+        self.jinja = Jinja2ChatFormatter(
+            template=template, eos_token=eos_token, bos_token=bos_token,
+            stop_token_ids=[eos_token_id] if eos_token_id is not None and eos_token_id >= 0 else None,
+        )
+        self.last_prompt: str | None = None
+        self.strip_assistant = self._spaces_replies()
+        if self.template_source == "gguf" and self._handles_system():
+            self.system_placement = "native"
+        elif template == MISTRAL_INSTRUCT_CHAT_TEMPLATE or not inst_is_control:
+            self.system_placement = "first-user"  # HF's classic v1 template / a v1 tokenizer (mistral-common v1)
+        else:
+            self.system_placement = "last-user"  # v3 and later (mistral-common)
+
+    def _handles_system(self) -> bool:
+        try:
+            probe = self.jinja(messages=[{"role": "system", "content": _SYSTEM_PROBE},
+                                         {"role": "user", "content": _USER_PROBE}]).prompt
+        except Exception:  # raise_exception("Only user and assistant roles are supported!")
+            return False
+        return _SYSTEM_PROBE in probe and _USER_PROBE in probe
+
+    def _spaces_replies(self) -> bool:
+        """Whether the template puts whitespace before an assistant reply (as Mistral v3 templates do)."""
+        try:
+            probe = self.jinja(messages=[{"role": "user", "content": _USER_PROBE},
+                                         {"role": "assistant", "content": _SYSTEM_PROBE},
+                                         {"role": "user", "content": _USER_PROBE}]).prompt
+        except Exception:
+            return False
+        at = probe.find(_SYSTEM_PROBE)
+        return at > 0 and probe[at - 1].isspace()
+
+    @classmethod
+    def for_llama(cls, llama: Any) -> "LocalChatFormatter":
+        eos_id, bos_id = llama.token_eos(), llama.token_bos()
+        text = llama._model.token_get_text
+        inst = llama.tokenize(b"[INST]", add_bos=False, special=True)
+        formatter = cls(
+            llama.metadata.get("tokenizer.chat_template"),
+            bos_token=text(bos_id) if bos_id >= 0 else "",
+            eos_token=text(eos_id) if eos_id >= 0 else "",
+            eos_token_id=eos_id,
+            inst_is_control=len(inst) == 1,
+        )
+        from llama_cpp.llama_chat_format import chat_formatter_to_chat_completion_handler
+
+        llama.chat_handler = chat_formatter_to_chat_completion_handler(formatter)
+        return formatter
+
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        return self(messages=messages).prompt
+
+    def __call__(self, *, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        arranged = arrange_local_messages(messages, self.system_placement, self.strip_assistant)
+        result = self.jinja(messages=arranged, **kwargs)
+        self.last_prompt = result.prompt
+        if _local_log_state["verbose"]:
+            sys.stderr.write(f"--- prompt rendered with the {self.template_source} chat template ---\n"
+                             f"{result.prompt}\n---\n")
+        return result
+
+
+class _LocalMeter:
+    """Counts what one completion costs: prompt tokens, prompt tokens really evaluated (the rest came
+    from the KV cache) and generated tokens. Wraps the ``Llama``'s ``generate`` and ``eval``."""
+
+    def __init__(self, llama: Any, llama_cpp: Any) -> None:
+        self.prompt_tokens = self.generated = 0
+        self.evaluated: int | None = None
+        generate, evaluate = llama.generate, llama.eval
+        vocab, is_eog = llama._model.vocab, llama_cpp.llama_vocab_is_eog
+
+        def metered_generate(tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+            self.prompt_tokens, self.evaluated, self.generated = len(tokens), None, 0
+            for token in generate(tokens, *args, **kwargs):
+                if not is_eog(vocab, token):
+                    self.generated += 1
+                yield token
+
+        def metered_eval(tokens: Any) -> None:
+            if self.evaluated is None:
+                self.evaluated = len(tokens)
+            evaluate(tokens)
+
+        llama.generate, llama.eval = metered_generate, metered_eval
+
+    @property
+    def cached(self) -> int:
+        return max(0, self.prompt_tokens - (self.evaluated or 0)) if self.evaluated is not None else 0
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+
+def _local_options_class() -> type:
+    class LocalOptions(llm.Options):
+        """Options of local GGUF models (llama.cpp); unset ones keep llama-cpp-python's defaults."""
+
+        max_tokens: Optional[int] = Field(
+            None, ge=1, description=f"Maximum number of tokens to generate (default {LOCAL_DEFAULT_MAX_TOKENS})"
+        )
+        temperature: Optional[float] = Field(None, ge=0, le=2, description="Sampling temperature (default 0.2)")
+        top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass")
+        top_k: Optional[int] = Field(None, ge=0, description="Sample from the k most likely tokens (0: all)")
+        min_p: Optional[float] = Field(None, ge=0, le=1, description="Minimum probability relative to the top token")
+        seed: Optional[int] = Field(None, ge=0, description="Seed for reproducible sampling")
+        stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
+        n_ctx: Optional[int] = Field(
+            None, ge=16, description=f"Context window in tokens, rounded up to a multiple of 256 (default: the model's, at most {LOCAL_MAX_DEFAULT_CTX})"
+        )
+        n_gpu_layers: Optional[int] = Field(
+            None, ge=-1, description="Layers to offload to the GPU (-1: all; default all on a GPU build, else 0)"
+        )
+        n_threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: half the cores)")
+        verbose: Optional[bool] = Field(None, description="Show llama.cpp's log and the rendered prompt")
+
+        @field_validator("stop", mode="before")
+        @classmethod
+        def _stop_list(cls, value: Any) -> Any:
+            return _json_list_or_str(value)
+
+    return LocalOptions
+
+
+class _LazyOptions:
+    """``Options`` built on first use: a pydantic class costs about a millisecond, and every ``llm``
+    command imports this module."""
+
+    _cls: Any = None
+
+    def __get__(self, instance: Any, owner: Any) -> type:
+        if _LazyOptions._cls is None:
+            _LazyOptions._cls = _local_options_class()
+        return _LazyOptions._cls
+
+
+class _LocalChatBase:
+    can_stream = True
+    supports_schema = True
+    supports_tools = False
+    attachment_types: frozenset[str] = frozenset()
+    needs_key = None
+    Options = _LazyOptions()
+
+    def __init__(self, info: LocalModelInfo) -> None:
+        self.info = info
+        self.model_id = info.model_id
+
+    def __str__(self) -> str:
+        return f"Mistral local (llama.cpp): {self.model_id}"
+
+    def run(self, prompt: llm.Prompt, stream: bool, response: Any) -> Iterator[Any]:
+        """The reply as llm events; runs llama.cpp in the calling thread."""
+        options = prompt.options
+        loaded = load_local_llama(self.info.path, n_ctx=options.n_ctx, n_gpu_layers=options.n_gpu_layers,
+                                  n_threads=options.n_threads, verbose=bool(options.verbose))
+        kwargs: dict[str, Any] = {
+            "messages": chat_messages(prompt, thinking=False),
+            "stream": stream,
+            "max_tokens": options.max_tokens or LOCAL_DEFAULT_MAX_TOKENS,
+            "model": self.model_id,
+            "seed": options.seed if options.seed is not None else random.getrandbits(31),
+        }
+        for name in ("temperature", "top_p", "top_k", "min_p", "stop"):
+            value = getattr(options, name)
+            if value is not None:
+                kwargs[name] = value
+        if prompt.schema:
+            kwargs["response_format"] = {"type": "json_object", "schema": prompt.schema}
+        endpoint = Endpoint(base_url=f"file://{self.info.path}", label=f"llama.cpp ({self.model_id})")
+        decoder = ReplyDecoder(endpoint)
+        take = decoder.take
+        with loaded.lock:
+            _local_log_state["errors"].clear()
+            try:
+                result = loaded.llama.create_chat_completion(**kwargs)
+                for chunk in result if stream else (result,):
+                    out = take(chunk)
+                    if out is None:
+                        continue
+                    if out.__class__ is str:
+                        yield out
+                    else:
+                        yield from out
+            except MistralSuiteError:
+                raise
+            except Exception as exc:
+                raise self._error(exc, loaded) from None
+            meter, formatter = loaded.meter, loaded.formatter
+            yield from decoder.finish(response, self.model_id)
+            if meter is not None:
+                response.set_usage(input=meter.prompt_tokens, output=meter.generated,
+                                   details={"cached_tokens": meter.cached} if meter.cached else None)
+            response.response_json = {
+                **(response.response_json or {}),
+                "chat_template": formatter.template_source if formatter else None,
+                "system_prompt": formatter.system_placement if formatter else None,
+                "n_ctx": loaded.settings[2],
+            }
+
+    def _error(self, exc: Exception, loaded: LoadedLlama) -> MistralSuiteError:
+        text = str(exc)
+        found = re.search(r"Requested tokens \((\d+)\) exceed context window of (\d+)", text)
+        if found:
+            n_ctx, trained = loaded.settings[2], loaded.settings[3]
+            raise_hint = (f"raise it with -o n_ctx N (this model was trained for up to {trained} tokens)"
+                          if trained > n_ctx else "shorten it")
+            return MistralSuiteError(
+                f"The prompt is {found.group(1)} tokens, more than the context window of {n_ctx} tokens of "
+                f"{self.model_id}. Start a new conversation or {raise_hint}."
+            )
+        import jinja2
+
+        if isinstance(exc, jinja2.TemplateError) or (isinstance(exc, ValueError) and "role" in text.lower()):
+            return MistralSuiteError(f"The chat template of {self.model_id} rejected the conversation: {text}")
+        detail = _last_llama_error()
+        return MistralSuiteError(f"llama.cpp failed on {self.model_id}: {text or type(exc).__name__}"
+                                 + (f" ({detail})" if detail and detail not in text else ""))
+
+
+class LocalChat(_LocalChatBase, llm.Model):
+    """A GGUF chat model run in this process by llama.cpp."""
+
+    def execute(self, prompt, stream, response, conversation):  # type: ignore[override]
+        yield from self.run(prompt, stream, response)
+
+
+class AsyncLocalChat(_LocalChatBase, llm.AsyncModel):
+    """Async twin of ``LocalChat``: llama.cpp runs in a worker thread, one step per event."""
+
+    async def execute(self, prompt, stream, response, conversation):  # type: ignore[override]
+        import asyncio
+
+        events = self.run(prompt, stream, response)
+        done = object()
+        try:
+            while True:
+                event = await asyncio.to_thread(next, events, done)
+                if event is done:
+                    break
+                yield event
+        finally:
+            events.close()
+
+
+class LocalEmbedding(llm.EmbeddingModel):
+    """A GGUF embedding model (mean pooling: one vector per input)."""
+
+    supports_text = True
+    supports_binary = False
+    batch_size = 32
+    needs_key = None
+
+    def __init__(self, info: LocalModelInfo) -> None:
+        self.info = info
+        self.model_id = info.model_id
+
+    def embed_batch(self, items: Iterable[Any]) -> Iterator[list[float]]:
+        loaded = load_local_llama(self.info.path, embedding=True)
+        texts = [item if isinstance(item, str) else bytes(item).decode("utf-8", "replace") for item in items]
+        with loaded.lock:
+            _local_log_state["errors"].clear()
+            try:
+                vectors = loaded.llama.embed(texts)
+            except Exception as exc:
+                detail = _last_llama_error()
+                raise MistralSuiteError(f"llama.cpp could not embed with {self.model_id}: {exc}"
+                                        + (f" ({detail})" if detail else "")) from None
+        return iter([list(map(float, vector)) for vector in vectors])
+
+
+# --- download ---------------------------------------------------------------------------------------
+
+
+def hf_base_url() -> str:
+    return (os.environ.get(HF_BASE_URL_ENV) or "https://huggingface.co").rstrip("/")
+
+
+def _sha256_header(responses: Iterable[Any]) -> str | None:
+    """The file's sha256 as Hugging Face announces it: ``X-Linked-Etag`` (LFS files) or ``ETag``."""
+    for response in responses:
+        for name in ("x-linked-etag", "etag"):
+            value = (response.headers.get(name) or "").strip().removeprefix("W/").strip('"').lower()
+            if re.fullmatch(r"[0-9a-f]{64}", value):
+                return value
+    return None
+
+
+def download_file(url: str, dest: Path, *, sha256: str | None = None, size: int | None = None,
+                  label: str | None = None) -> Path:
+    """Download ``url`` to ``dest`` through ``dest.part``, resuming a partial ``.part`` with an HTTP
+    Range request; the size and sha256 are checked before the file takes its final name."""
+    import httpx
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    token = os.environ.get("HF_TOKEN")
+    if token and not os.environ.get(HF_BASE_URL_ENV):
+        headers["Authorization"] = f"Bearer {token}"
+    label = label or dest.name
+    hasher = hashlib.sha256()
+    total: int | None = None
+    announced: str | None = None
+    try:
+        with sync_client().stream("GET", url, headers=headers, follow_redirects=True) as response:
+            announced = _sha256_header([*response.history, response])
+            status = response.status_code
+            if status == 416 and have:  # the .part already holds the whole file
+                match = re.search(r"/(\d+)", response.headers.get("content-range", ""))
+                total = int(match.group(1)) if match else have
+            elif status == 206 and have:
+                match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("content-range", ""))
+                if not match or int(match.group(1)) != have:
+                    raise MistralSuiteError(f"Download of {url} failed: the server resumed at the wrong place "
+                                            f"({response.headers.get('content-range')!r}). Delete {part} and retry.")
+                total = int(match.group(2)) if match.group(2) != "*" else None
+            elif status == 200:
+                have = 0
+                length = response.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+            else:
+                response.read()
+                detail = service_message(response.content)
+                raise MistralSuiteError(f"Download of {url} failed: HTTP {status}" + (f" ({detail})" if detail else ""))
+            if have:
+                with open(part, "rb") as existing:
+                    for block in iter(lambda: existing.read(1 << 20), b""):
+                        hasher.update(block)
+            if status != 416:
+                with open(part, "ab" if have else "wb") as out, click.progressbar(
+                    length=total or 0, label=f"{label} ({human_size(total)})" if total else label,
+                    file=sys.stderr, show_pos=False, show_percent=bool(total), show_eta=bool(total),
+                ) as bar:
+                    bar.update(have)
+                    for block in response.iter_bytes():
+                        out.write(block)
+                        hasher.update(block)
+                        bar.update(len(block))
+    except httpx.HTTPError as exc:
+        got = part.stat().st_size if part.exists() else 0
+        raise MistralSuiteError(
+            f"Download of {url} was interrupted after {human_size(got)} ({exc or type(exc).__name__}). "
+            "Run the same command again to resume."
+        ) from None
+    got = part.stat().st_size
+    expected_size = size or total
+    if expected_size is not None and got != expected_size:
+        if got > expected_size:
+            part.unlink()
+        raise MistralSuiteError(
+            f"Download of {url} is incomplete: {got:,} of {expected_size:,} bytes. "
+            "Run the same command again to resume."
+        )
+    expected_sha = (sha256 or announced or "").lower() or None
+    digest = hasher.hexdigest()
+    if expected_sha and digest != expected_sha:
+        part.unlink()
+        raise MistralSuiteError(
+            f"Download of {url} failed the checksum: sha256 {digest}, expected {expected_sha}. "
+            "The damaged file was deleted; run the command again."
+        )
+    if not expected_sha:
+        click.echo(f"Note: no sha256 known for {dest.name}; checked its size only.", err=True)
+    part.replace(dest)
+    return dest
+
+
+def local_models_dir() -> Path:
+    return llm.user_dir() / "mistral-local"
+
+
+def add_local_model(name: str, path: Path, aliases: Iterable[str], *, embedding: bool = False,
+                    extra: dict[str, Any] | None = None, strict_aliases: bool = True) -> list[str]:
+    """Register ``path`` as ``mistral-local/<name>``; returns the aliases it got. Aliases that already
+    name another model are an error (``strict_aliases``) or left out."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise MistralSuiteError(f"{name!r} is not a usable name: use letters, digits, '.', '_' and '-'.")
+    taken: dict[str, str] = {}
+    try:
+        for alias, model in llm.get_model_aliases().items():
+            taken[alias] = model.model_id
+        for alias, model in llm.get_embedding_model_aliases().items():
+            taken[alias] = model.model_id
+    except Exception:
+        pass
+    model_id = LOCAL_PREFIX + name
+    granted: list[str] = []
+    for alias in dict.fromkeys(aliases):
+        owner = taken.get(alias)
+        if owner is not None and owner != model_id:
+            if strict_aliases:
+                raise MistralSuiteError(f"Alias {alias!r} already names {owner}; choose another alias.")
+            click.echo(f"Note: alias {alias!r} already names {owner}; not using it.", err=True)
+            continue
+        granted.append(alias)
+    models = read_local_registry()
+    entry: dict[str, Any] = {"path": str(path), "aliases": granted}
+    if embedding:
+        entry["embedding"] = True
+    entry.update(extra or {})
+    models[name] = entry
+    write_local_registry(models)
+    return granted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1579,9 +2649,20 @@ def fim_command(prefix, suffix, prefix_file, suffix_file, source, cursor, model_
     if source is not None:
         if cursor is None:
             raise click.UsageError("--file needs --line N or --line N:COL")
+        if prefix is not None or prefix_file or suffix is not None or suffix_file:
+            raise click.UsageError("--file gives both prefix and suffix: no PREFIX, --prefix-file, --suffix or --suffix-file")
         prefix, suffix = split_at_cursor(source.read(), cursor)
+    elif cursor is not None:
+        raise click.UsageError("--line needs --file")
+    elif prefix is not None and prefix_file:
+        raise click.UsageError("give PREFIX or --prefix-file, not both")
+    elif suffix is not None and suffix_file:
+        raise click.UsageError("give --suffix or --suffix-file, not both")
     elif prefix is None:
-        prefix = prefix_file.read() if prefix_file else click.get_text_stream("stdin").read()
+        stdin = sys.stdin
+        if not prefix_file and stdin.isatty():
+            raise click.UsageError("give PREFIX, --prefix-file or --file, or pipe the code before the gap to stdin")
+        prefix = prefix_file.read() if prefix_file else stdin.read()
     if suffix_file is not None:
         suffix = suffix_file.read()
     model = llm.get_model("codestral-fim")
@@ -1609,12 +2690,12 @@ def split_at_cursor(text: str, cursor: str) -> tuple[str, str]:
     if not match:
         raise click.BadParameter("use N or N:COL, e.g. --line 12:5", param_hint="--line")
     line, column = int(match.group(1)), int(match.group(2) or 1)
-    lines = text.splitlines(keepends=True)
+    lines = re.findall(r"[^\n]*\n|[^\n]+\Z", text)  # lines as editors count them: only "\n" ends one
     if not 1 <= line <= len(lines) + 1:
         raise click.BadParameter(f"the file has {len(lines)} lines", param_hint="--line")
-    current = lines[line - 1] if line <= len(lines) else ""
-    if not 1 <= column <= len(current.rstrip("\r\n")) + 1:
-        raise click.BadParameter(f"line {line} has {len(current.rstrip(chr(10)))} characters", param_hint="--line")
+    width = len((lines[line - 1] if line <= len(lines) else "").rstrip("\r\n"))
+    if not 1 <= column <= width + 1:
+        raise click.BadParameter(f"line {line} has {width} characters", param_hint="--line")
     offset = sum(len(item) for item in lines[: line - 1]) + column - 1
     return text[:offset], text[offset:]
 
@@ -1636,10 +2717,13 @@ def servers_add(name: str, url: str, model: str | None, key_name: str | None, al
     """Register the server at URL (such as http://127.0.0.1:8000/v1) as model NAME."""
     if not re.match(r"https?://[^/]+", url):
         raise click.BadParameter("give the server's base URL, such as http://127.0.0.1:8000/v1", param_hint="URL")
-    if name == LLAMAFILE.name:
+    if name == LLAMAFILE.name or name in LLAMAFILE.aliases:
         raise click.BadParameter(f"{name} is built in; set LLM_LLAMAFILE_BASE_URL to move it", param_hint="NAME")
+    url = url.rstrip("/")
+    if re.fullmatch(r"https?://[^/]+", url):
+        url += "/v1"  # OpenAI-compatible servers (llamafile, llama.cpp, Ollama, vLLM) serve under /v1
     saved = _saved_servers()
-    saved[name] = {"url": url.rstrip("/"), "model": model, "key_name": key_name, "aliases": list(aliases),
+    saved[name] = {"url": url, "model": model, "key_name": key_name, "aliases": list(aliases),
                    "embedding": embedding}
     _write_json(servers_path(), saved)
     click.echo(f"Added {name} ({'embeddings' if embedding else 'chat'}) at {url}")
@@ -1691,3 +2775,157 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 # --- llm mistral local ... -------------------------------------------------------------------
+@mistral_group.group(name="local")
+def local_group() -> None:
+    """Local Mistral and Mixtral GGUF models, run by llama.cpp (the [local] extra)."""
+
+
+def _local_name_for(path: Path) -> str:
+    stem = path.name[:-5] if path.name.lower().endswith(".gguf") else path.stem
+    return re.sub(r"-\d{5}-of-\d{5}$", "", stem)  # split files: "x-00001-of-00002.gguf" -> "x"
+
+
+@local_group.command(name="add")
+@click.argument("path")
+@click.option("--name", help="Model name: mistral-local/NAME (default: the file's stem)")
+@click.option("-a", "--alias", "aliases", multiple=True, help="Alias for the model (repeatable)")
+@click.option("--embedding", is_flag=True, help="An embedding model, for `llm embed`")
+def local_add_command(path: str, name: str | None, aliases: tuple[str, ...], embedding: bool) -> None:
+    """Register a GGUF file as model mistral-local/NAME."""
+    file = Path(path).expanduser().resolve()
+    info = check_gguf(str(file))
+    name = name or _local_name_for(file)
+    existing = read_local_registry().get(name)
+    if existing and Path(existing["path"]) != file:
+        raise MistralSuiteError(
+            f"mistral-local/{name} is already registered ({existing['path']}). "
+            f"Choose another --name or run `llm mistral local remove {name}` first."
+        )
+    granted = add_local_model(name, file, aliases, embedding=embedding)
+    kind = "embedding model" if embedding else "model"
+    extra = f" (aliases: {', '.join(granted)})" if granted else ""
+    click.echo(f"Added {kind} mistral-local/{name}{extra}: {info.architecture}, {human_size(info.file_size)}, {file}")
+
+
+def _local_rows() -> list[dict[str, Any]]:
+    rows = []
+    for model in local_models():
+        row: dict[str, Any] = {
+            "id": model.model_id, "name": model.name, "aliases": list(model.aliases), "path": model.path,
+            "embedding": model.embedding, "source": model.source,
+        }
+        try:
+            info = read_gguf_info(model.path)
+        except (GGUFError, OSError) as exc:
+            row["error"] = str(exc)
+        else:
+            row.update(size=info.file_size, architecture=info.architecture, context=info.context_length,
+                       experts=info.expert_count, experts_used=info.expert_used_count,
+                       embedding_length=info.embedding_length)
+        rows.append(row)
+    return rows
+
+
+@local_group.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON")
+def local_list_command(as_json: bool) -> None:
+    """List the registered GGUF files (including llm-llama-cpp's) with what their headers say."""
+    rows = _local_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No local models. Add one with `llm mistral local add PATH` or "
+                   "`llm mistral local download MODEL`.")
+        return
+    for row in rows:
+        names = ", ".join(row["aliases"])
+        click.echo(row["id"] + (f" (aliases: {names})" if names else "")
+                   + (" [embedding]" if row["embedding"] else "")
+                   + (" [from llm-llama-cpp]" if row["source"] != "suite" else ""))
+        if "error" in row:
+            click.echo(f"  unusable: {row['error']}")
+        else:
+            facts = [human_size(row["size"]), f"architecture {row['architecture']}"]
+            if row["context"]:
+                facts.append(f"context {row['context']}")
+            if row["experts"]:
+                facts.append(f"MoE {row['experts']} experts ({row['experts_used']} per token)")
+            click.echo("  " + ", ".join(facts))
+        click.echo(f"  {row['path']}")
+
+
+@local_group.command(name="remove")
+@click.argument("name")
+@click.option("--delete-file", is_flag=True, help="Also delete the GGUF file")
+def local_remove_command(name: str, delete_file: bool) -> None:
+    """Unregister mistral-local/NAME."""
+    name = name.removeprefix(LOCAL_PREFIX)
+    models = read_local_registry()
+    if name not in models:
+        if any(model.name == name for model in local_models()):
+            raise MistralSuiteError(
+                f"mistral-local/{name} comes from llm-llama-cpp's models.json ({llama_cpp_models_path()}); "
+                "remove it there."
+            )
+        known = ", ".join(sorted(models)) or "none"
+        raise MistralSuiteError(f"No local model named {name!r} (registered: {known}).")
+    entry = models.pop(name)
+    write_local_registry(models)
+    message = f"Removed mistral-local/{name}"
+    if delete_file:
+        try:
+            Path(entry["path"]).unlink()
+            message += f" and deleted {entry['path']}"
+        except OSError as exc:
+            message += f"; could not delete {entry['path']}: {exc.strerror or exc}"
+    click.echo(message)
+
+
+@local_group.command(name="download")
+@click.argument("model", required=False)
+@click.option("--name", help="Model name (default: the catalog's)")
+@click.option("-a", "--alias", "aliases", multiple=True, help="Extra alias (repeatable)")
+def local_download_command(model: str | None, name: str | None, aliases: tuple[str, ...]) -> None:
+    """Download a Mistral model's GGUF (Q4_K_M) from Hugging Face and register it.
+
+    Without MODEL, list the catalog. Interrupted downloads resume; the file is checked (size, sha256)
+    before it is registered.
+    """
+    if not model:
+        for key, entry in LOCAL_DOWNLOADS.items():
+            click.echo(f"{key:16} {entry['size']:>7}  {entry['description']} ({entry['repo']}), "
+                       f"aliases: {', '.join(entry['aliases'])}")
+        return
+    entry = LOCAL_DOWNLOADS.get(model.removeprefix(LOCAL_PREFIX).removesuffix("-local"))
+    if entry is None:
+        raise MistralSuiteError(f"Unknown model {model!r}. Downloadable: {', '.join(LOCAL_DOWNLOADS)}.")
+    key = model.removeprefix(LOCAL_PREFIX).removesuffix("-local")
+    directory = local_models_dir()
+    shas, sizes = entry.get("sha256") or [], entry.get("sizes") or []
+    paths = []
+    for index, filename in enumerate(entry["files"]):
+        dest = directory / Path(filename).name
+        if dest.exists():
+            try:
+                read_gguf_info(dest)
+            except (GGUFError, OSError):
+                dest.unlink()  # a damaged earlier copy: fetch it again
+            else:
+                click.echo(f"{dest.name} is already downloaded.", err=True)
+        if not dest.exists():
+            url = f"{hf_base_url()}/{entry['repo']}/resolve/main/{filename}"
+            download_file(url, dest, sha256=shas[index] if index < len(shas) else None,
+                          size=sizes[index] if index < len(sizes) else None,
+                          label=f"{entry['description']}" + (f" part {index + 1}" if len(entry["files"]) > 1 else ""))
+            try:
+                read_gguf_info(dest)
+            except GGUFError as exc:  # e.g. an error page served as the file: never register it
+                dest.unlink()
+                raise MistralSuiteError(f"The download of {filename} is not a usable model ({exc}); it was deleted.")
+        paths.append(dest)
+    name = name or key
+    granted = add_local_model(name, paths[0], [*entry["aliases"], *aliases], strict_aliases=False,
+                              extra={"download": key})
+    extra = f" (aliases: {', '.join(granted)})" if granted else ""
+    click.echo(f"Registered mistral-local/{name}{extra}: {paths[0]}")
