@@ -166,8 +166,8 @@ def find_entry(name: str) -> CatalogEntry | None:
     return None
 
 
-def retired_message(entry: CatalogEntry) -> str:
-    when = f" on {entry.deprecation_date}" if entry.deprecation_date else ""
+def alternatives(entry: CatalogEntry) -> str:
+    """What still runs a model the API no longer serves: its successor and the local route."""
     routes = []
     if entry.replacement:
         routes.append(f"use {entry.replacement} on the API (llm -m mistral/{entry.replacement})")
@@ -176,7 +176,12 @@ def retired_message(entry: CatalogEntry) -> str:
             f"run {entry.description or entry.api_name} yourself: `llm mistral local download {entry.local_route}`"
             " (llama.cpp) or a llamafile (`llm -m llamafile`)"
         )
-    return f"{entry.api_name} was retired from Mistral's API{when}. Instead, " + "; or ".join(routes) + "."
+    return "Instead, " + "; or ".join(routes) + "."
+
+
+def retired_message(entry: CatalogEntry) -> str:
+    when = f" on {entry.deprecation_date}" if entry.deprecation_date else ""
+    return f"{entry.api_name} was retired from Mistral's API{when}. {alternatives(entry)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1051,7 +1056,10 @@ class MistralChat(_MistralChatBase, llm.KeyModel):
 
     def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[override]
         body = self.request_body(prompt, stream)
-        yield from run_reply(mistral_endpoint(), "/chat/completions", key, body, stream, response, self.entry.api_name)
+        try:
+            yield from run_reply(mistral_endpoint(), "/chat/completions", key, body, stream, response, self.entry.api_name)
+        except MistralSuiteError as error:
+            raise model_gone(self.entry, error) from None
 
 
 class AsyncMistralChat(_MistralChatBase, llm.AsyncKeyModel):
@@ -1060,8 +1068,21 @@ class AsyncMistralChat(_MistralChatBase, llm.AsyncKeyModel):
     async def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[override]
         body = self.request_body(prompt, stream)
         endpoint = mistral_endpoint()
-        async for event in arun_reply(endpoint, "/chat/completions", key, body, stream, response, self.entry.api_name):
-            yield event
+        try:
+            async for event in arun_reply(endpoint, "/chat/completions", key, body, stream, response, self.entry.api_name):
+                yield event
+        except MistralSuiteError as error:
+            raise model_gone(self.entry, error) from None
+
+
+def model_gone(entry: CatalogEntry, error: MistralSuiteError) -> MistralSuiteError:
+    """A 404 for a model the catalog knows a successor or a local route for: name them."""
+    if error.status != 404 or not (entry.replacement or entry.local_route):
+        return error
+    return MistralSuiteError(
+        f"Mistral's API no longer serves {entry.api_name} (404). {alternatives(entry)}",
+        status=404, detail=error.detail,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -783,6 +783,13 @@ def test_400_and_404_messages(mock, key):
         model.prompt("hi").text()
 
 
+def test_404_on_a_model_with_a_known_successor_names_it(mock, key):
+    mock.add_response(url=CHAT_URL, status_code=404, json={
+        "object": "error", "message": "Invalid model: magistral-small-latest", "type": "invalid_model"})
+    with pytest.raises(suite.MistralSuiteError, match="no longer serves magistral-small-latest.*mistral-small-latest"):
+        llm.get_model("magistral-small").prompt("hi").text()
+
+
 def test_non_json_success_body_is_a_clear_error(mock, key):
     mock.add_response(url=CHAT_URL, text="<html>proxy error</html>")
     with pytest.raises(suite.MistralSuiteError, match="not JSON"):
