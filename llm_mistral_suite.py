@@ -1080,7 +1080,8 @@ def model_gone(entry: CatalogEntry, error: MistralSuiteError) -> MistralSuiteErr
     if error.status != 404 or not (entry.replacement or entry.local_route):
         return error
     return MistralSuiteError(
-        f"Mistral's API no longer serves {entry.api_name} (404). {alternatives(entry)}",
+        f"Mistral's API no longer serves {entry.api_name} (404{': ' + error.detail if error.detail else ''}). "
+        f"{alternatives(entry)} `llm mistral refresh` updates the model list.",
         status=404, detail=error.detail,
     )
 
@@ -2100,8 +2101,23 @@ def load_local_llama(path: str, *, embedding: bool = False, n_ctx: int | None = 
     if not embedding:
         loaded.formatter = LocalChatFormatter.for_llama(llama)
         loaded.meter = _LocalMeter(llama, llama_cpp)
+    if not _LOCAL_LOADED:
+        import atexit
+
+        atexit.register(close_local_models)
     _LOCAL_LOADED[key] = loaded
     return loaded
+
+
+def close_local_models() -> None:
+    """Free the loaded models while the interpreter is whole (llama-cpp-python's ``__del__`` fails
+    noisily when it runs during interpreter shutdown)."""
+    while _LOCAL_LOADED:
+        _, loaded = _LOCAL_LOADED.popitem()
+        try:
+            loaded.llama.close()
+        except Exception:
+            pass
 
 
 # --- chat template ---------------------------------------------------------------------------------

@@ -273,7 +273,8 @@ FAILURES = {
         ("-m", "mistral/open-mixtral-8x7b", "hi"),
         ("retired", "mistral-small-latest", "llm mistral local download mixtral-8x7b", "llamafile"), 0),
     "unknown-model-404": Failure(
-        ("-m", "mistral-nemo", "hi"), ("404", "Invalid model: open-mistral-nemo", "llm mistral refresh"), 1,
+        ("-m", "mistral-nemo", "hi"),
+        ("404", "Invalid model: open-mistral-nemo", "llm mistral local download mistral-nemo", "llm mistral refresh"), 1,
         (error_reply(404, "Invalid model: open-mistral-nemo", type="invalid_model", code="1500"),)),
     "bad-option": Failure(("-m", "mistral-large", "-o", "temperature", "3", "hi"), ("temperature",), 0),
     "stream-cut": Failure(
