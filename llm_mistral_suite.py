@@ -2101,10 +2101,11 @@ def load_local_llama(path: str, *, embedding: bool = False, n_ctx: int | None = 
     if not embedding:
         loaded.formatter = LocalChatFormatter.for_llama(llama)
         loaded.meter = _LocalMeter(llama, llama_cpp)
-    if not _LOCAL_LOADED:
+    if not _local_log_state.get("atexit"):
         import atexit
 
         atexit.register(close_local_models)
+        _local_log_state["atexit"] = True
     _LOCAL_LOADED[key] = loaded
     return loaded
 
