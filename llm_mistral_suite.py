@@ -6,8 +6,9 @@ The module reads in the order data flows:
 2. Hooks: how llm discovers models and commands (cheap, offline, never raising).
 3. HTTP transport: one reused client, retries with backoff and ``Retry-After``, SSE reading.
 4. Translation: llm's ``prompt.messages`` to OpenAI-style chat messages, and chunks back to events.
-5. Model classes: Mistral API chat.
-6. Commands: ``llm mistral ...``.
+5. Model classes: Mistral API chat; 5b embeddings; 5c Codestral fill-in-the-middle; 5d llamafile and
+   other OpenAI-compatible servers; 5e local GGUF models through llama.cpp.
+6. Commands: ``llm mistral models|refresh|fim|servers|local``.
 
 Heavy imports (httpx, httpx_sse) happen inside the functions that use them: every ``llm``
 command imports this module, so its import must stay cheap.
