@@ -801,6 +801,18 @@ class ReplyDecoder:
             return content
         return self._rich(delta, content)
 
+    def events(self, chunks: Iterable[dict[str, Any]]) -> Iterator[Union[str, StreamEvent]]:
+        """All events of a reply's chunks (call ``finish`` after)."""
+        take = self.take
+        for chunk in chunks:
+            out = take(chunk)
+            if out is None:
+                continue
+            if out.__class__ is str:
+                yield out
+            else:
+                yield from out
+
     def _rich(self, delta: dict[str, Any], content: Any) -> list[StreamEvent] | None:
         events: list[StreamEvent] = []
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")  # llama.cpp server, vLLM
@@ -878,19 +890,11 @@ def run_reply(
 ) -> Iterator[Union[str, StreamEvent]]:
     """Send a chat-shaped request (streamed or not) and yield its events; the shared body of ``execute``."""
     decoder = ReplyDecoder(endpoint)
-    take = decoder.take
     if stream:
         chunks: Iterable[dict[str, Any]] = stream_chunks(endpoint, path, key, body)
     else:
         chunks = (request_json(endpoint, "POST", path, key, body),)
-    for chunk in chunks:
-        out = take(chunk)
-        if out is None:
-            continue
-        if out.__class__ is str:
-            yield out
-        else:
-            yield from out
+    yield from decoder.events(chunks)
     yield from decoder.finish(response, requested_model)
 
 
@@ -2287,46 +2291,31 @@ class _LocalMeter:
 # --- models ----------------------------------------------------------------------------------------
 
 
-def _local_options_class() -> type:
-    class LocalOptions(llm.Options):
-        """Options of local GGUF models (llama.cpp); unset ones keep llama-cpp-python's defaults."""
+class LocalOptions(OptionsBase):
+    """Options of local GGUF models (llama.cpp); unset ones keep llama-cpp-python's defaults."""
 
-        max_tokens: Optional[int] = Field(
-            None, ge=1, description=f"Maximum number of tokens to generate (default {LOCAL_DEFAULT_MAX_TOKENS})"
-        )
-        temperature: Optional[float] = Field(None, ge=0, le=2, description="Sampling temperature (default 0.2)")
-        top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass")
-        top_k: Optional[int] = Field(None, ge=0, description="Sample from the k most likely tokens (0: all)")
-        min_p: Optional[float] = Field(None, ge=0, le=1, description="Minimum probability relative to the top token")
-        seed: Optional[int] = Field(None, ge=0, description="Seed for reproducible sampling")
-        stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
-        n_ctx: Optional[int] = Field(
-            None, ge=16, description=f"Context window in tokens, rounded up to a multiple of 256 (default: the model's, at most {LOCAL_MAX_DEFAULT_CTX})"
-        )
-        n_gpu_layers: Optional[int] = Field(
-            None, ge=-1, description="Layers to offload to the GPU (-1: all; default all on a GPU build, else 0)"
-        )
-        n_threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: half the cores)")
-        verbose: Optional[bool] = Field(None, description="Show llama.cpp's log and the rendered prompt")
+    max_tokens: Optional[int] = Field(
+        None, ge=1, description=f"Maximum number of tokens to generate (default {LOCAL_DEFAULT_MAX_TOKENS})"
+    )
+    temperature: Optional[float] = Field(None, ge=0, le=2, description="Sampling temperature (default 0.2)")
+    top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass")
+    top_k: Optional[int] = Field(None, ge=0, description="Sample from the k most likely tokens (0: all)")
+    min_p: Optional[float] = Field(None, ge=0, le=1, description="Minimum probability relative to the top token")
+    seed: Optional[int] = Field(None, ge=0, description="Seed for reproducible sampling")
+    stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
+    n_ctx: Optional[int] = Field(
+        None, ge=16, description=f"Context window in tokens, rounded up to a multiple of 256 (default: the model's, at most {LOCAL_MAX_DEFAULT_CTX})"
+    )
+    n_gpu_layers: Optional[int] = Field(
+        None, ge=-1, description="Layers to offload to the GPU (-1: all; default all on a GPU build, else 0)"
+    )
+    n_threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: half the cores)")
+    verbose: Optional[bool] = Field(None, description="Show llama.cpp's log and the rendered prompt")
 
-        @field_validator("stop", mode="before")
-        @classmethod
-        def _stop_list(cls, value: Any) -> Any:
-            return _json_list_or_str(value)
-
-    return LocalOptions
-
-
-class _LazyOptions:
-    """``Options`` built on first use: a pydantic class costs about a millisecond, and every ``llm``
-    command imports this module."""
-
-    _cls: Any = None
-
-    def __get__(self, instance: Any, owner: Any) -> type:
-        if _LazyOptions._cls is None:
-            _LazyOptions._cls = _local_options_class()
-        return _LazyOptions._cls
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        return _json_list_or_str(value)
 
 
 class _LocalChatBase:
@@ -2335,7 +2324,7 @@ class _LocalChatBase:
     supports_tools = False
     attachment_types: frozenset[str] = frozenset()
     needs_key = None
-    Options = _LazyOptions()
+    Options = LocalOptions
 
     def __init__(self, info: LocalModelInfo) -> None:
         self.info = info
@@ -2364,19 +2353,11 @@ class _LocalChatBase:
             kwargs["response_format"] = {"type": "json_object", "schema": prompt.schema}
         endpoint = Endpoint(base_url=f"file://{self.info.path}", label=f"llama.cpp ({self.model_id})")
         decoder = ReplyDecoder(endpoint)
-        take = decoder.take
         with loaded.lock:
             _local_log_state["errors"].clear()
             try:
                 result = loaded.llama.create_chat_completion(**kwargs)
-                for chunk in result if stream else (result,):
-                    out = take(chunk)
-                    if out is None:
-                        continue
-                    if out.__class__ is str:
-                        yield out
-                    else:
-                        yield from out
+                yield from decoder.events(result if stream else (result,))
             except MistralSuiteError:
                 raise
             except Exception as exc:
