@@ -928,13 +928,6 @@ async def arun_reply(
 # ---------------------------------------------------------------------------------------------
 
 
-class OptionsBase(llm.Options):
-    """llm options whose validator is built on first use: building it at import would cost every
-    `llm` command milliseconds."""
-
-    model_config = ConfigDict(defer_build=True, extra="forbid")
-
-
 def _json_list_or_str(value: Any) -> Any:
     """``-o stop '["a", "b"]'`` arrives as a string: accept a JSON list there."""
     if isinstance(value, str) and value.startswith("["):
@@ -947,13 +940,26 @@ def _json_list_or_str(value: Any) -> Any:
     return value
 
 
+class OptionsBase(llm.Options):
+    """llm options whose validator is built on first use (building it at import would cost every
+    `llm` command milliseconds), with the ``stop`` option every model here takes."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+    stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        return _json_list_or_str(value)
+
+
 class MistralOptions(OptionsBase):
     """Options of Mistral's chat API; each is sent only when set."""
 
     temperature: Optional[float] = Field(None, ge=0, le=1.5, description="Sampling temperature, 0 to 1.5")
     top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass, (0, 1]")
     max_tokens: Optional[int] = Field(None, ge=1, description="Maximum number of tokens to generate")
-    stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
     random_seed: Optional[int] = Field(None, ge=0, description="Seed for deterministic sampling")
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2, description="Penalty for tokens already present")
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2, description="Penalty by token frequency")
@@ -966,11 +972,6 @@ class MistralOptions(OptionsBase):
     tool_choice: Optional[str] = Field(
         None, description="auto, none, any, required, or the name of one tool the model must call"
     )
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_list(cls, value: Any) -> Any:
-        return _json_list_or_str(value)
 
 
 PASS_THROUGH_OPTIONS = (
@@ -1370,13 +1371,7 @@ class FIMOptions(OptionsBase):
     min_tokens: Optional[int] = Field(None, ge=0, description="Minimum number of tokens to generate")
     temperature: Optional[float] = Field(None, ge=0, le=1.5, description="Sampling temperature, 0 to 1.5")
     top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass, (0, 1]")
-    stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
     random_seed: Optional[int] = Field(None, ge=0, description="Seed for deterministic sampling")
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_list(cls, value: Any) -> Any:
-        return _json_list_or_str(value)
 
 
 FIM_DEFAULT_MODEL = "codestral-latest"
@@ -1531,13 +1526,7 @@ class ServerOptions(OptionsBase):
     temperature: Optional[float] = Field(None, ge=0, le=2, description="Sampling temperature, 0 to 2")
     top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass, (0, 1]")
     max_tokens: Optional[int] = Field(None, ge=1, description="Maximum number of tokens to generate")
-    stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
     seed: Optional[int] = Field(None, description="Seed for deterministic sampling")
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_list(cls, value: Any) -> Any:
-        return _json_list_or_str(value)
 
 
 class _ServerChatBase:
@@ -2291,18 +2280,15 @@ class _LocalMeter:
 # --- models ----------------------------------------------------------------------------------------
 
 
-class LocalOptions(OptionsBase):
+class LocalOptions(ServerOptions):
     """Options of local GGUF models (llama.cpp); unset ones keep llama-cpp-python's defaults."""
 
     max_tokens: Optional[int] = Field(
         None, ge=1, description=f"Maximum number of tokens to generate (default {LOCAL_DEFAULT_MAX_TOKENS})"
     )
     temperature: Optional[float] = Field(None, ge=0, le=2, description="Sampling temperature (default 0.2)")
-    top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass")
     top_k: Optional[int] = Field(None, ge=0, description="Sample from the k most likely tokens (0: all)")
     min_p: Optional[float] = Field(None, ge=0, le=1, description="Minimum probability relative to the top token")
-    seed: Optional[int] = Field(None, ge=0, description="Seed for reproducible sampling")
-    stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
     n_ctx: Optional[int] = Field(
         None, ge=16, description=f"Context window in tokens, rounded up to a multiple of 256 (default: the model's, at most {LOCAL_MAX_DEFAULT_CTX})"
     )
@@ -2311,11 +2297,6 @@ class LocalOptions(OptionsBase):
     )
     n_threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: half the cores)")
     verbose: Optional[bool] = Field(None, description="Show llama.cpp's log and the rendered prompt")
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_list(cls, value: Any) -> Any:
-        return _json_list_or_str(value)
 
 
 class _LocalChatBase:

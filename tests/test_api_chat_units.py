@@ -24,7 +24,7 @@ import llm_mistral_suite as suite
 from conftest import SENTINEL_KEY, validate_request
 from fake_mistral import DEFAULT_MODELS, chat_completion, chat_stream_events, model_card
 
-API = "https://api.mistral.ai/v1"
+API = "https://api.mistral.ai/v1"  # the default base_url; pytest-httpx answers every request, none leaves the machine
 CHAT_URL = f"{API}/chat/completions"
 WIRE_ID = re.compile(r"[A-Za-z0-9]{9}")
 SSE_HEADERS = {"Content-Type": "text/event-stream"}
