@@ -387,7 +387,7 @@ def redact(text: str, key: str | None) -> str:
 
 
 _sync_client: Optional["httpx.Client"] = None
-_async_clients: dict[int, "httpx.AsyncClient"] = {}
+_async_client: Optional[tuple[Any, "httpx.AsyncClient"]] = None  # (event loop, client)
 
 
 def _client_settings() -> dict[str, Any]:
@@ -411,17 +411,17 @@ def sync_client() -> "httpx.Client":
 
 
 def async_client() -> "httpx.AsyncClient":
-    """One async client per event loop (an ``httpx.AsyncClient`` is bound to the loop it runs on)."""
+    """The async client of the running event loop (an ``httpx.AsyncClient`` is bound to its loop;
+    the CLI runs each async prompt in a new one)."""
+    global _async_client
     import asyncio
 
     import httpx
 
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(id(loop))
-    if client is None or client.is_closed:
-        _async_clients.clear()  # a new loop means the old ones are gone (asyncio.run per CLI call)
-        client = _async_clients[id(loop)] = httpx.AsyncClient(**_client_settings())
-    return client
+    if _async_client is None or _async_client[0] is not loop or _async_client[1].is_closed:
+        _async_client = (loop, httpx.AsyncClient(**_client_settings()))
+    return _async_client[1]
 
 
 class Pace:
@@ -763,7 +763,7 @@ def tool_definitions(prompt: llm.Prompt) -> list[dict[str, Any]]:
 
 
 class ReplyDecoder:
-    """Turns OpenAI-shaped reply chunks (streamed deltas or one whole message) into llm events.
+    """Turns OpenAI-shaped reply chunks (streamed deltas, one whole message, or completion texts) into llm events.
 
     ``take`` is the per-chunk hot path: it returns the text of a plain text delta as a ``str`` (llm
     wraps it), a list of events for anything richer, or ``None``. ``finish`` checks that the reply
@@ -788,7 +788,8 @@ class ReplyDecoder:
         if not choices:
             return None
         choice = choices[0]
-        delta = choice.get("delta") or choice.get("message") or {}
+        # chat chunks carry a delta or a message; completion chunks (llama.cpp's create_completion) a text
+        delta = choice.get("delta") or choice.get("message") or {"content": choice.get("text")}
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
             self.model = chunk.get("model")
@@ -2277,6 +2278,34 @@ class _LocalMeter:
         return max(0, self.prompt_tokens - (self.evaluated or 0)) if self.evaluated is not None else 0
 
 
+def local_fim_tokens(llama: Any, name: str, prefix: str, suffix: str) -> list[int]:
+    """Codestral's fill-in-the-middle prompt as mistral-common's ``encode_fim`` builds it:
+    ``<s> [SUFFIX] suffix [PREFIX] prefix``, after which the model writes the middle and then EOS.
+
+    Built here because llama-cpp-python's ``create_completion(suffix=...)`` hard-codes the FIM token
+    ids to 0 and llama.cpp does not recognise ``[PREFIX]``/``[SUFFIX]``. As in mistral-common, the
+    prefix is tokenized as plain text (with SentencePiece's leading "▁") and the suffix without that
+    space: "☺" + suffix is tokenized and the sentinel's tokens dropped.
+    """
+    import llama_cpp
+
+    markers = []
+    for marker in (b"[SUFFIX]", b"[PREFIX]"):
+        ids = llama.tokenize(marker, add_bos=False, special=True)
+        if len(ids) != 1 or not llama._model.token_get_attr(ids[0]) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
+            raise MistralSuiteError(f"{name} has no fill-in-the-middle tokens ([PREFIX]/[SUFFIX]); "
+                                    "use a Codestral GGUF or the API's codestral-fim")
+        markers.append(ids[0])
+    bos = llama.token_bos()
+    sentinel = len(llama.tokenize("☺".encode(), add_bos=False))
+    suffix_tokens = llama.tokenize(("☺" + suffix).encode(), add_bos=False)[sentinel:] if suffix else []
+    if llama.detokenize(suffix_tokens) != suffix.encode():  # the sentinel merged into the suffix
+        suffix_tokens = llama.tokenize(suffix.encode(), add_bos=False)
+    prefix_tokens = llama.tokenize(prefix.encode(), add_bos=False) if prefix else []
+    return ([bos] if bos >= 0 and llama._model.add_bos_token() else []) + [
+        markers[0], *suffix_tokens, markers[1], *prefix_tokens]
+
+
 # --- models ----------------------------------------------------------------------------------------
 
 
@@ -2297,6 +2326,9 @@ class LocalOptions(ServerOptions):
     )
     n_threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: half the cores)")
     verbose: Optional[bool] = Field(None, description="Show llama.cpp's log and the rendered prompt")
+    suffix: Optional[str] = Field(
+        None, description="Fill in the middle (Codestral GGUF files): the code after the gap; the prompt is the code before it"
+    )
 
 
 class _LocalChatBase:
@@ -2317,10 +2349,12 @@ class _LocalChatBase:
     def run(self, prompt: llm.Prompt, stream: bool, response: Any) -> Iterator[Any]:
         """The reply as llm events; runs llama.cpp in the calling thread."""
         options = prompt.options
+        fim = options.suffix is not None  # fill in the middle: a completion from hand-built tokens
+        if fim and (prompt.system or prompt.schema):
+            raise MistralSuiteError("Fill-in-the-middle takes no system prompt or schema: pass the code before the gap only.")
         loaded = load_local_llama(self.info.path, n_ctx=options.n_ctx, n_gpu_layers=options.n_gpu_layers,
                                   n_threads=options.n_threads, verbose=bool(options.verbose))
         kwargs: dict[str, Any] = {
-            "messages": chat_messages(prompt, thinking=False),
             "stream": stream,
             "max_tokens": options.max_tokens or LOCAL_DEFAULT_MAX_TOKENS,
             "model": self.model_id,
@@ -2330,6 +2364,11 @@ class _LocalChatBase:
             value = getattr(options, name)
             if value is not None:
                 kwargs[name] = value
+        if fim:
+            kwargs["prompt"] = local_fim_tokens(loaded.llama, self.model_id, prompt.prompt or "", options.suffix)
+            kwargs.setdefault("temperature", 0.2)  # the documented default, as in chat (create_completion's is 0.8)
+        else:
+            kwargs["messages"] = chat_messages(prompt, thinking=False)
         if prompt.schema:
             kwargs["response_format"] = {"type": "json_object", "schema": prompt.schema}
         endpoint = Endpoint(base_url=f"file://{self.info.path}", label=f"llama.cpp ({self.model_id})")
@@ -2337,7 +2376,8 @@ class _LocalChatBase:
         with loaded.lock:
             _local_log_state["errors"].clear()
             try:
-                result = loaded.llama.create_chat_completion(**kwargs)
+                create = loaded.llama.create_completion if fim else loaded.llama.create_chat_completion
+                result = create(**kwargs)
                 yield from decoder.events(result if stream else (result,))
             except MistralSuiteError:
                 raise
@@ -2350,8 +2390,8 @@ class _LocalChatBase:
                                    details={"cached_tokens": meter.cached} if meter.cached else None)
             response.response_json = {
                 **(response.response_json or {}),
-                "chat_template": formatter.template_source if formatter else None,
-                "system_prompt": formatter.system_placement if formatter else None,
+                **({} if fim else {"chat_template": formatter.template_source if formatter else None,
+                                   "system_prompt": formatter.system_placement if formatter else None}),
                 "n_ctx": loaded.settings[2],
             }
 
@@ -2632,7 +2672,8 @@ def refresh_command(key: str | None) -> None:
 @click.option("--suffix-file", type=click.File("r"), help="Read the code after the gap from this file")
 @click.option("--file", "source", type=click.File("r"), help="Split this file at --line into prefix and suffix")
 @click.option("--line", "cursor", help="Cursor in --file: N (start of line N) or N:COL, 1-based")
-@click.option("-m", "--model", "model_name", help="A FIM model: codestral-fim (default) or e.g. codestral-2508")
+@click.option("-m", "--model", "model_name",
+              help="A FIM model: codestral-fim (default), e.g. codestral-2508, or a local Codestral GGUF mistral-local/NAME")
 @click.option("-o", "--option", "options", type=(str, str), multiple=True, help="Option, e.g. -o max_tokens 64")
 @click.option("--no-stream", is_flag=True, help="Wait for the whole middle")
 @click.option("--key", help="Mistral API key to use")
@@ -2640,7 +2681,8 @@ def refresh_command(key: str | None) -> None:
 def fim_command(prefix, suffix, prefix_file, suffix_file, source, cursor, model_name, options, no_stream, key, no_log):
     """Fill in the middle with Codestral: print only the code that goes between PREFIX and --suffix.
 
-    The prefix comes from PREFIX, --prefix-file, --file with --line, or standard input.
+    The prefix comes from PREFIX, --prefix-file, --file with --line, or standard input. With
+    -m mistral-local/NAME a local Codestral GGUF fills it in through llama.cpp (-o random_seed is its seed).
     """
     import sqlite_utils
     from llm.cli import logs_db_path, logs_on, render_errors
@@ -2666,14 +2708,20 @@ def fim_command(prefix, suffix, prefix_file, suffix_file, source, cursor, model_
         prefix = prefix_file.read() if prefix_file else stdin.read()
     if suffix_file is not None:
         suffix = suffix_file.read()
-    model = llm.get_model("codestral-fim")
+    model = local_chat_model(model_name) or llm.get_model("codestral-fim")
     settings = dict(options)
-    if model_name and model_name not in ("codestral-fim", model.model_id):
+    if isinstance(model, LocalChat):  # llama.cpp: the local model's options, under the API's names
+        if "min_tokens" in settings:
+            raise MistralSuiteError("min_tokens is not supported by local models (llama.cpp)")
+        if "random_seed" in settings:
+            settings["seed"] = settings.pop("random_seed")
+        suffix = suffix or ""  # a suffix, even empty, is what makes a local model fill in the middle
+    elif model_name and model_name not in ("codestral-fim", model.model_id):
         settings["model"] = model_name
     if suffix is not None:
         settings["suffix"] = suffix
     try:
-        validated = {name: value for name, value in FIMOptions(**settings) if value is not None}
+        validated = {name: value for name, value in model.Options(**settings) if value is not None}
     except ValidationError as error:
         raise click.ClickException(render_errors(error.errors()))
     response = model.prompt(prefix, stream=not no_stream, key=key, **validated)
@@ -2683,6 +2731,17 @@ def fim_command(prefix, suffix, prefix_file, suffix_file, source, cursor, model_
         db = sqlite_utils.Database(logs_db_path())
         migrate(db)
         response.log_to_db(db)
+
+
+def local_chat_model(name: str | None) -> "LocalChat | None":
+    """The local (llama.cpp) model that ``name`` or its alias names, if it names one."""
+    if not name:
+        return None
+    try:
+        model = llm.get_model(name)
+    except llm.UnknownModelError:
+        return None
+    return model if isinstance(model, LocalChat) else None
 
 
 def split_at_cursor(text: str, cursor: str) -> tuple[str, str]:
