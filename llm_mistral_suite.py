@@ -752,6 +752,11 @@ def strict_schema(schema: Any) -> Any:
     return result
 
 
+def json_schema_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``response_format`` asking for JSON that matches ``schema``, strictly."""
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": strict_schema(schema), "strict": True}}
+
+
 def tool_definitions(prompt: llm.Prompt) -> list[dict[str, Any]]:
     return [
         {"type": "function",
@@ -1041,10 +1046,7 @@ class _MistralChatBase:
         if options.tool_choice is not None:
             body["tool_choice"] = tool_choice(options.tool_choice, tools)
         if prompt.schema:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "response", "schema": strict_schema(prompt.schema), "strict": True},
-            }
+            body["response_format"] = json_schema_format(prompt.schema)
         return body
 
 
@@ -1560,10 +1562,7 @@ class _ServerChatBase:
         if tools:
             body["tools"] = tools
         if prompt.schema:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "response", "schema": strict_schema(prompt.schema), "strict": True},
-            }
+            body["response_format"] = json_schema_format(prompt.schema)
         return body
 
 
