@@ -152,6 +152,14 @@ def client(variant: str) -> None:
         os.environ["LLM_MISTRAL_BASE_URL"] = base_url + "/v1"
         model = llm.get_model(f"mistral/{MODEL}")
         assert type(model).__module__ == "llm_mistral_suite", type(model)
+    elif variant == "ours-server":  # the same stream as an OpenAI-compatible server (issue 5's path)
+        import httpx  # noqa: F401
+        import httpx_sse  # noqa: F401
+        import llm_mistral_suite as suite
+
+        suite._write_json(suite.servers_path(), {"bench-server": {"url": base_url + "/v1", "model": MODEL}})
+        model = llm.get_model("bench-server")
+        assert type(model).__name__ == "ServerChat", type(model)
     elif variant == "bare":
         bare = bare_model_class()
 
@@ -260,12 +268,16 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7, help="runs of each variant, alternating (>= 5)")
     parser.add_argument("--no-baseline", action="store_true", help="skip llm-mistral 0.16")
+    parser.add_argument("--server", action="store_true",
+                        help="also stream through `llm mistral servers` (the OpenAI-compatible server model)")
     parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
     parser.add_argument("--profile", action="store_true",
                         help="instead of timing: cProfile one reply per variant and print where its time goes")
     args = parser.parse_args()
 
     variants = {"ours": project_python(), "bare": project_python()}
+    if args.server:
+        variants["ours-server"] = project_python()
     if not args.no_baseline:
         variants["llm-mistral"] = baseline_python()
     pieces = reply_pieces(args.chunks)
@@ -283,6 +295,7 @@ def main() -> None:
         assert stats["body_sha256"] == hashlib.sha256(body).hexdigest()
         envs = {
             "ours": clean_env("llm-mistral-suite", home, BENCH_BASE_URL=base_url),
+            "ours-server": clean_env("llm-mistral-suite", home, BENCH_BASE_URL=base_url),
             "bare": clean_env("", home, BENCH_BASE_URL=base_url),
             "llm-mistral": clean_env("llm-mistral", home, BENCH_BASE_URL=base_url),
         }
@@ -328,7 +341,8 @@ def main() -> None:
     print("| variant | reply CPU (user+sys) | ratio to bare | whole child process CPU | reply wall | text pieces |")
     print("|---|---|---|---|---|---|")
     names = {"ours": "llm-mistral-suite MistralChat", "bare": "bare httpx-sse llm.KeyModel (baseline)",
-             "llm-mistral": "llm-mistral 0.16 (mistralai SDK)"}
+             "llm-mistral": "llm-mistral 0.16 (mistralai SDK)",
+             "ours-server": "llm-mistral-suite ServerChat (`llm mistral servers`, llamafile's path)"}
     bare_cpu = median([r["cpu"] for r in results["bare"]])
     summary = {}
     for variant, runs in results.items():
