@@ -73,7 +73,7 @@ paper light morning evening apple bread milk tea coffee chair garden school lett
 """.split()
 
 
-def _vocabulary(words: list[str]) -> tuple[list[str], list[float], list[int], list[bool]]:
+def _vocabulary(words: list[str], fim_tokens: bool = False) -> tuple[list[str], list[float], list[int], list[bool]]:
     """Build an SPM vocabulary: specials, control tokens, 256 byte tokens, then normal pieces.
 
     Returns tokens, scores, token types and, per token, whether the model may generate it (whole words).
@@ -81,6 +81,9 @@ def _vocabulary(words: list[str]) -> tuple[list[str], list[float], list[int], li
     tokens = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL,
              gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    if fim_tokens:  # Codestral's fill-in-the-middle control tokens
+        tokens += ["[PREFIX]", "[SUFFIX]", "[MIDDLE]"]
+        types += [gguf.TokenType.CONTROL] * 3
     tokens += [f"<0x{b:02X}>" for b in range(256)]
     types += [gguf.TokenType.BYTE] * 256
 
@@ -123,6 +126,7 @@ def write_tiny_gguf(
     seed: int = 0,
     words: list[str] | None = None,
     dtype: str = "f16",
+    fim_tokens: bool = False,
 ) -> pathlib.Path:
     """Write a random-weight llama-architecture GGUF (Mistral-like, or Mixtral-like if ``moe``) to ``path``.
 
@@ -134,7 +138,9 @@ def write_tiny_gguf(
     sets the length and streamed chunks (one per token) are never held back.
     ``dtype`` ("f32", "f16" or "q8_0"; q8_0 needs n_embd and n_ff divisible by 32) applies to matrices;
     norms and the MoE router are F32. Same arguments, same bytes.
-    ``chat_template=None`` leaves ``tokenizer.chat_template`` out. Returns the path as a ``pathlib.Path``.
+    ``chat_template=None`` leaves ``tokenizer.chat_template`` out. ``fim_tokens`` adds Codestral's control
+    tokens ``[PREFIX]``/``[SUFFIX]``/``[MIDDLE]`` (ids 5/6/7, after ``[/INST]``; the byte tokens and words
+    move up by 3). Returns the path as a ``pathlib.Path``.
     """
     if n_embd % n_head or n_head % n_head_kv:
         raise ValueError("n_embd must divide by n_head, and n_head by n_head_kv")
@@ -144,7 +150,7 @@ def write_tiny_gguf(
         raise ValueError("need 0 < n_expert_used <= n_expert")
     path = pathlib.Path(path)
     rng = np.random.default_rng(seed)
-    tokens, scores, types, emit = _vocabulary(DEFAULT_WORDS if words is None else list(words))
+    tokens, scores, types, emit = _vocabulary(DEFAULT_WORDS if words is None else list(words), fim_tokens)
     n_vocab = len(tokens)
     head_dim = n_embd // n_head
     n_embd_kv = head_dim * n_head_kv
