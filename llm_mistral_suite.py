@@ -121,6 +121,22 @@ def catalog_cache_path() -> Path:
     return llm.user_dir() / "mistral-suite-models.json"
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a file of ours; ``{}`` when missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically, so an interrupted write never leaves a broken file behind."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    temporary.replace(path)
+
+
 def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> CatalogEntry:
     """A catalog entry from one card of ``GET /v1/models``, keeping built-in aliases and routes."""
     caps = {ours for flag, ours in CAPABILITY_FLAGS.items() if (card.get("capabilities") or {}).get(flag)}
@@ -146,11 +162,8 @@ def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> Catal
 def load_catalog() -> list[CatalogEntry]:
     """The built-in catalog updated by the cache of ``llm mistral refresh``; never raises."""
     entries = {entry.api_name: entry for entry in BUILTIN_CATALOG}
-    try:
-        cards = json.loads(catalog_cache_path().read_text())["data"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return list(entries.values())
-    for card in cards:
+    cards = _read_json_object(catalog_cache_path()).get("data")
+    for card in cards if isinstance(cards, list) else ():
         try:
             entries[card["id"]] = entry_from_card(card, entries.get(card["id"]))
         except (KeyError, TypeError, AttributeError):
@@ -425,8 +438,18 @@ def async_client() -> "httpx.AsyncClient":
 
 
 class Pace:
-    """Shared by concurrent workers of one job: a 429 makes every worker wait out ``Retry-After``,
-    and halves how many requests may be in flight (it grows back by one per success)."""
+    """Shared by the concurrent workers of one job (an embedding batch), so that a 429 slows them all.
+
+    Every worker waits out ``Retry-After``, and the number of requests in flight halves (it grows back
+    by one per success). A short ``Retry-After`` also teaches a least gap between request starts: the
+    time from the start of the last request that succeeded to the moment the server allows the next.
+    Without it, requests released together after a wait meet the limit again together, every time,
+    until one runs out of attempts (a free-tier account allows about one request a second). The gap
+    halves after every ``ceiling`` successes in a row, so a passing 429 costs a few slow requests, not
+    the rest of the job; a long ``Retry-After`` (a per-minute quota) is waited out, not made a gap.
+    """
+
+    MAX_GAP = 5.0  # seconds
 
     def __init__(self, limit: int) -> None:
         import threading
@@ -434,27 +457,45 @@ class Pace:
         self.limit = self.ceiling = max(1, limit)
         self.active = 0
         self.not_before = 0.0
+        self.gap = 0.0
+        self.streak = 0  # successes since the last 429
+        self.last_start = float("-inf")  # of any request
+        self.last_ok: float | None = None  # start of the latest request that succeeded
+        self.mine = threading.local()  # this thread's current request start
         self.condition = threading.Condition()
 
     def __enter__(self) -> "Pace":
         with self.condition:
             while True:
-                wait = self.not_before - time.monotonic()
+                now = time.monotonic()
+                wait = max(self.not_before, self.last_start + self.gap) - now
                 if self.active < self.limit and wait <= 0:
                     break
                 self.condition.wait(timeout=wait if wait > 0 else None)
             self.active += 1
+            self.last_start = self.mine.start = now
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         with self.condition:
             self.active -= 1
-            if exc_info[0] is None and self.limit < self.ceiling:
-                self.limit += 1
+            if exc_info[0] is None:
+                self.last_ok = max(self.last_ok or self.mine.start, self.mine.start)
+                self.streak += 1
+                if self.gap and self.streak >= self.ceiling:
+                    self.streak, self.gap = 0, (self.gap / 2 if self.gap > 0.02 else 0.0)
+                if self.limit < self.ceiling:
+                    self.limit += 1
             self.condition.notify_all()
 
     def slow_down(self, delay: float) -> None:
         with self.condition:
+            start = getattr(self.mine, "start", time.monotonic())
+            allowed = start + delay  # Retry-After counts from when the server saw the request
+            since = self.last_ok if self.last_ok is not None and self.last_ok <= start else start
+            if allowed - since <= self.MAX_GAP:
+                self.gap = max(self.gap, (allowed - since) * 1.05)
+            self.streak = 0
             self.not_before = max(self.not_before, time.monotonic() + delay)
             self.limit = max(1, self.limit // 2)
             self.condition.notify_all()
@@ -1166,59 +1207,6 @@ def _too_many(error: MistralSuiteError) -> bool:
     return error.status == 400 and "too many" in error.detail.lower()
 
 
-class EmbedPace(Pace):
-    """``Pace`` that also learns a rate limit from a short ``Retry-After``: the time from the start of the
-    last request that succeeded to the moment the server allows the next one becomes the least gap
-    between request starts. Without it, requests released together after a wait meet the limit again
-    together, every time, until one of them runs out of attempts (a free-tier account allows about one
-    request a second). The gap halves after every ``limit`` successes in a row, so a passing 429 costs
-    a few slow requests, not the rest of the job. A long ``Retry-After`` (a per-minute quota) is waited
-    out but not turned into a gap."""
-
-    MAX_GAP = 5.0  # seconds
-
-    def __init__(self, limit: int) -> None:
-        import threading
-
-        super().__init__(limit)
-        self.gap = 0.0
-        self.streak = 0  # successes since the last 429
-        self.last_start = float("-inf")  # of any request
-        self.last_ok: float | None = None  # start of the latest request that succeeded
-        self.mine = threading.local()  # this thread's current request start
-
-    def __enter__(self) -> "EmbedPace":
-        with self.condition:
-            while True:
-                now = time.monotonic()
-                wait = max(self.not_before, self.last_start + self.gap) - now
-                if self.active < self.limit and wait <= 0:
-                    break
-                self.condition.wait(timeout=wait if wait > 0 else None)
-            self.active += 1
-            self.last_start = self.mine.start = now
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if exc_info[0] is None:
-            with self.condition:
-                self.last_ok = max(self.last_ok or self.mine.start, self.mine.start)
-                self.streak += 1
-                if self.gap and self.streak >= self.ceiling:
-                    self.streak, self.gap = 0, (self.gap / 2 if self.gap > 0.02 else 0.0)
-        super().__exit__(*exc_info)
-
-    def slow_down(self, delay: float) -> None:
-        with self.condition:
-            start = getattr(self.mine, "start", time.monotonic())
-            allowed = start + delay  # Retry-After counts from when the server saw the request
-            since = self.last_ok if self.last_ok is not None and self.last_ok <= start else start
-            if allowed - since <= self.MAX_GAP:
-                self.gap = max(self.gap, (allowed - since) * 1.05)
-            self.streak = 0
-        super().slow_down(delay)
-
-
 class EmbeddingJob:
     """One ``embed_batch`` call: packs requests, runs them on a few threads, splits what the service
     finds too big, and returns the vectors in input order."""
@@ -1230,7 +1218,7 @@ class EmbeddingJob:
         self.model, self.texts, self.key = model, texts, key
         self.labels = labels or _item_labels(len(texts))[0]  # computed on the caller's thread
         self.unstored = unstored  # what a failure tells about rows not stored
-        self.pace = EmbedPace(model.concurrency())
+        self.pace = Pace(model.concurrency())
 
     def run(self) -> list[list[float]]:
         from concurrent.futures import ThreadPoolExecutor
@@ -1248,7 +1236,7 @@ class EmbeddingJob:
                 raise
 
     def embed(self, batch: range) -> list[list[float]]:
-        body = self.model.request_body([self.texts[i] for i in batch])
+        body = self.model.request_body([self.texts[i] for i in batch], self.key)
         try:
             answer = request_json(self.model.endpoint(), "POST", "/embeddings", self.key, body, self.pace)
         except MistralSuiteError as error:
@@ -1316,7 +1304,7 @@ class MistralEmbedding(llm.EmbeddingModel):
     def concurrency() -> int:
         return max(1, int(_env_float("LLM_MISTRAL_EMBED_CONCURRENCY", 4)))
 
-    def request_body(self, texts: list[str]) -> dict[str, Any]:
+    def request_body(self, texts: list[str], key: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.api_name, "input": texts}
         if self.output_dimension:
             body["output_dimension"] = self.output_dimension
@@ -1485,12 +1473,8 @@ def servers_path() -> Path:
 def load_servers() -> list[ServerConfig]:
     """The built-in llamafile plus the servers added with ``llm mistral servers add``; never raises."""
     llamafile = LLAMAFILE._replace(url=os.environ.get("LLM_LLAMAFILE_BASE_URL") or LLAMAFILE.url)
-    try:
-        saved = json.loads(servers_path().read_text())
-    except (OSError, ValueError):
-        saved = {}
     added = []
-    for name, config in saved.items() if isinstance(saved, dict) else ():
+    for name, config in _read_json_object(servers_path()).items():
         try:  # one entry we cannot read is skipped, never fatal
             added.append(ServerConfig(name=name, **{**config, "aliases": tuple(config.get("aliases", ()))}))
         except (TypeError, AttributeError, ValueError):
@@ -1620,8 +1604,8 @@ class ServerEmbedding(MistralEmbedding):
     def endpoint(self) -> Endpoint:
         return self.server.endpoint()
 
-    def request_body(self, texts: list[str]) -> dict[str, Any]:
-        return {"model": wire_model(self.server, self.get_key()), "input": texts}
+    def request_body(self, texts: list[str], key: str | None) -> dict[str, Any]:
+        return {"model": wire_model(self.server, key), "input": texts}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1894,14 +1878,6 @@ def llama_cpp_models_path() -> Path:
     return llm.user_dir() / "llama-cpp" / "models.json"
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def read_local_registry() -> dict[str, dict[str, Any]]:
     """The suite's registered GGUF files: name -> {"path", "aliases", "embedding", ...}; never raises."""
     models = _read_json_object(local_registry_path()).get("models")
@@ -1911,10 +1887,7 @@ def read_local_registry() -> dict[str, dict[str, Any]]:
 
 
 def write_local_registry(models: dict[str, dict[str, Any]]) -> None:
-    path = local_registry_path()
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"models": models}, indent=2) + "\n")
-    temporary.replace(path)
+    _write_json(local_registry_path(), {"models": models})
 
 
 def local_models() -> list[LocalModelInfo]:
@@ -2824,13 +2797,6 @@ def _saved_servers() -> dict[str, Any]:
     except ValueError:
         raise click.ClickException(f"{servers_path()} is not valid JSON; fix or delete it.") from None
     return saved if isinstance(saved, dict) else {}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically, so an interrupted write never leaves a broken file behind."""
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    temporary.replace(path)
 
 
 # --- llm mistral local ... -------------------------------------------------------------------
