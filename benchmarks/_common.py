@@ -88,11 +88,16 @@ def fmt_ms(seconds: float) -> str:
 
 
 def code_state() -> str:
-    """Which plugin code was measured: HEAD, whether the module differs from it, and the module's hash."""
+    """Which plugin code was measured: HEAD, whether the code differs from it, and one hash of every file of
+    the hooks module and the package (by path and content)."""
     import hashlib
 
-    module = REPO / "llm_mistral_suite.py"
+    files = [REPO / "llm_mistral_suite.py", *sorted((REPO / "_llm_mistral_suite").rglob("*.py"))]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", module.name], cwd=REPO).returncode
-    digest = hashlib.sha256(module.read_bytes()).hexdigest()[:12]
-    return f"llm_mistral_suite.py at {head or '?'}{' + uncommitted edits' if dirty else ''} (sha256 {digest})"
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "llm_mistral_suite.py", "_llm_mistral_suite"],
+                           cwd=REPO).returncode
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(REPO)).encode() + b"\0" + file.read_bytes())
+    return (f"llm_mistral_suite.py + _llm_mistral_suite/ ({len(files)} files) at {head or '?'}"
+            f"{' + uncommitted edits' if dirty else ''} (sha256 {digest.hexdigest()[:12]})")

@@ -151,13 +151,14 @@ def client(variant: str) -> None:
 
         os.environ["LLM_MISTRAL_BASE_URL"] = base_url + "/v1"
         model = llm.get_model(f"mistral/{MODEL}")
-        assert type(model).__module__ == "llm_mistral_suite", type(model)
+        assert type(model).__module__ == "_llm_mistral_suite.chat", type(model)
     elif variant == "ours-server":  # the same stream as an OpenAI-compatible server (issue 5's path)
         import httpx  # noqa: F401
         import httpx_sse  # noqa: F401
-        import llm_mistral_suite as suite
+        from _llm_mistral_suite.servers import servers_path
+        from _llm_mistral_suite.storage import write_json_atomic
 
-        suite._write_json(suite.servers_path(), {"bench-server": {"url": base_url + "/v1", "model": MODEL}})
+        write_json_atomic(servers_path(), {"bench-server": {"url": base_url + "/v1", "model": MODEL}})
         model = llm.get_model("bench-server")
         assert type(model).__name__ == "ServerChat", type(model)
     elif variant == "bare":
@@ -211,7 +212,7 @@ def client(variant: str) -> None:
 # --- profiling -----------------------------------------------------------------------------------
 
 LAYERS = [  # (layer, substring of the code's file name), first match wins
-    ("llm-mistral-suite (stream_chunks, decode_event, ReplyDecoder, execute)", "llm_mistral_suite"),
+    ("llm-mistral-suite (stream_chunks, decode_event, ReplyDecoder, execute)", "_llm_mistral_suite"),
     ("benchmark's bare model (execute loop)", "bench_stream"),
     ("httpx_sse (SSE line decoding)", "httpx_sse"),
     ("HTTP: httpx, httpcore, h11, socket", ("httpx", "httpcore", "h11", "socket", "ssl", "selectors")),

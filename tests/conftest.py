@@ -81,6 +81,24 @@ def user_dir(isolated_llm) -> Path:
     return isolated_llm
 
 
+# --- API unit tests (pytest-httpx) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def mock(httpx_mock):
+    """pytest-httpx's mock; afterwards every chat body sent is checked against the spec."""
+    yield httpx_mock
+    for request in httpx_mock.get_requests():
+        if request.url.path.endswith("/chat/completions"):
+            validate_request(json.loads(request.content), "ChatCompletionRequest")
+
+
+@pytest.fixture
+def key(monkeypatch) -> str:
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    return SENTINEL_KEY
+
+
 # --- the fake Mistral server -----------------------------------------------------------------------
 
 

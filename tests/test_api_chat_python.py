@@ -10,7 +10,8 @@ import time
 import llm
 import pytest
 
-import llm_mistral_suite as suite
+from _llm_mistral_suite.chat import AsyncMistralChat
+from _llm_mistral_suite.errors import MistralSuiteError, StreamCutError
 from conftest import SENTINEL_KEY, bodies
 from fake_mistral import SSEReply, chat_stream_events, error_reply
 
@@ -51,7 +52,7 @@ def test_sync_conversation_usage_and_resolved_model(api):
 def test_sync_reset_mid_stream_is_an_error_without_retry(api):
     api.queue(SSEReply(chat_stream_events(["Hello", " wor", "ld"]), reset=True, done=False))
     response = llm.get_model("mistral-large").prompt("hi")
-    with pytest.raises(suite.StreamCutError, match="dropped the connection"):
+    with pytest.raises(StreamCutError, match="dropped the connection"):
         response.text()
     assert len(api.requests) == 1
 
@@ -59,7 +60,7 @@ def test_sync_reset_mid_stream_is_an_error_without_retry(api):
 @pytest.mark.asyncio
 async def test_async_stream_no_stream_and_usage(api):
     model = llm.get_async_model("mistral-large")
-    assert isinstance(model, suite.AsyncMistralChat)
+    assert isinstance(model, AsyncMistralChat)
     response = model.prompt("hello async")
     chunks = [chunk async for chunk in response]
     assert "".join(chunks) == "echo: hello async" and len(chunks) > 1  # really streamed
@@ -96,10 +97,10 @@ async def test_async_retries(api, stream):
 async def test_async_errors_are_clear(api):
     api.queue(SSEReply(chat_stream_events(["Hel", "lo", "!"]), cut_after=2))
     model = llm.get_async_model("mistral-large")
-    with pytest.raises(suite.StreamCutError, match="ended before it was finished"):
+    with pytest.raises(StreamCutError, match="ended before it was finished"):
         await model.prompt("cut me").text()
     api.queue(error_reply(401, "Unauthorized"))
-    with pytest.raises(suite.MistralSuiteError, match="llm keys set mistral"):
+    with pytest.raises(MistralSuiteError, match="llm keys set mistral"):
         await model.prompt("who am I").text()
     assert len(api.requests) == 2
 

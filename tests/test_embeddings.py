@@ -19,8 +19,9 @@ import pytest
 from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, bodies, validate_request
 from fake_mistral import JSONReply, _vector, count_tokens, documents, error_reply
 
-import llm_mistral_suite as suite
-from llm_mistral_suite import MistralEmbedding, MistralSuiteError, estimate_tokens, pack_batches
+from _llm_mistral_suite.embeddings import embedding_models
+from _llm_mistral_suite.embeddings import MistralEmbedding, estimate_tokens, pack_batches
+from _llm_mistral_suite.errors import MistralSuiteError
 
 EMBEDDINGS = "/v1/embeddings"
 
@@ -244,7 +245,7 @@ def test_in_process_errors_number_the_items(api):
 
 
 def test_embedding_models_registered():
-    models = {model.model_id: (model, aliases) for model, aliases in suite.embedding_models()}
+    models = {model.model_id: (model, aliases) for model, aliases in embedding_models()}
     assert models["mistral/mistral-embed"][0].dimensions == 1024
     assert "mistral-embed" in models["mistral/mistral-embed"][1]
     for size in (256, 512, 1024, 1536, 3072):

@@ -20,7 +20,7 @@ from conftest import assert_cli_error, assert_cli_ok, run_llm_process  # noqa: E
 from gguf_factory import write_tiny_gguf  # noqa: E402
 from inprocess import invoke_llm  # noqa: E402
 
-import llm_mistral_suite as suite  # noqa: E402
+from _llm_mistral_suite.local.runtime import LOADED
 
 GREEDY = ("-o", "max_tokens", "8", "-o", "temperature", "0", "-o", "random_seed", "1")
 
@@ -75,7 +75,7 @@ def test_prompt_tokens_are_codestrals_fim_format(ggufs):
     model = llm.get_model("mistral-local/tinyfim")
     options = {"max_tokens": 6, "temperature": 0, "seed": 1, "n_threads": 1}
     assert model.prompt("warm up", suffix="", **options).text()
-    llama = suite._LOCAL_LOADED[(str(ggufs.fim), False)].llama
+    llama = LOADED[(str(ggufs.fim), False)].llama
     seen: list[dict] = []
     original = llama.create_completion
 

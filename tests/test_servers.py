@@ -353,6 +353,27 @@ def test_async_prompt(llamafile, cli):
     assert all("authorization" not in r.headers for r in llamafile.requests)
 
 
+def test_async_prompt_looks_the_model_up_without_blocking_the_event_loop(llamafile, monkeypatch):
+    import asyncio
+
+    import llm
+
+    from _llm_mistral_suite import servers
+
+    def blocking(*args, **kwargs):
+        raise AssertionError("a blocking request inside the event loop")
+
+    monkeypatch.setattr(servers, "request_json", blocking)
+    monkeypatch.setattr(servers, "_discovered_models", {})
+    monkeypatch.setenv("LLM_LLAMAFILE_BASE_URL", llamafile.base_url)
+
+    async def ask() -> str:
+        return await llm.get_async_model("llamafile").prompt("hi").text()
+
+    assert asyncio.run(ask()) == "echo: hi"
+    assert [r.path for r in llamafile.requests] == ["/v1/models", "/v1/chat/completions"]
+
+
 def test_embedding_server(llamafile, cli, run_llm):
     assert_cli_ok(cli("mistral", "servers", "add", "local-embed", llamafile.base_url, "--embedding", "--alias", "le"))
     assert "local-embed" in assert_cli_ok(cli("embed-models"))

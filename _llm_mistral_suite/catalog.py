@@ -1,0 +1,163 @@
+"""The catalog of Mistral's API models: what exists, what each can do, and what replaces a retired one."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import llm
+
+from .errors import MistralSuiteError
+from .storage import read_json_object
+
+GA, DEPRECATED, RETIRED = "ga", "deprecated", "retired"
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+AUDIO_TYPES = frozenset({"audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac", "audio/ogg", "audio/mp4"})
+
+
+class CatalogEntry(NamedTuple):
+    """One model of Mistral's API: its name on the wire, what it can do and whether it still runs."""
+
+    api_name: str
+    aliases: tuple[str, ...] = ()
+    context: int | None = None
+    capabilities: frozenset[str] = frozenset({"chat", "tools"})
+    status: str = GA
+    deprecation_date: str | None = None
+    replacement: str | None = None
+    local_route: str | None = None  # the open-weights model that still runs it: `llm mistral local download X`
+    description: str = ""
+
+    @property
+    def model_id(self) -> str:
+        return f"mistral/{self.api_name}"
+
+
+def catalog_entry(api_name: str, *aliases: str, context: int, caps: str, **kwargs: Any) -> CatalogEntry:
+    """A built-in entry: ``caps`` is a space-separated list of capabilities."""
+    return CatalogEntry(api_name, tuple(aliases), context, frozenset(caps.split()), **kwargs)
+
+
+# The lineup as documented in 2026-08; `llm mistral refresh` brings the service's own list.
+BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
+    catalog_entry("mistral-large-latest", "mistral-large", context=262144, caps="chat tools vision"),
+    catalog_entry("mistral-medium-latest", "mistral-medium", context=262144, caps="chat tools vision"),
+    catalog_entry("mistral-small-latest", "mistral-small", context=262144, caps="chat tools vision"),
+    catalog_entry("codestral-latest", "codestral", context=131072, caps="chat tools fim"),
+    catalog_entry("ministral-3b-latest", "ministral-3b", context=131072, caps="chat tools vision"),
+    catalog_entry("ministral-8b-latest", "ministral-8b", context=131072, caps="chat tools vision"),
+    catalog_entry("ministral-14b-latest", "ministral-14b", context=131072, caps="chat tools vision"),
+    catalog_entry("magistral-medium-latest", "magistral-medium", context=131072, caps="chat tools reasoning",
+           status=DEPRECATED, replacement="mistral-medium-latest"),
+    catalog_entry("magistral-small-latest", "magistral-small", context=131072, caps="chat tools reasoning",
+           status=DEPRECATED, replacement="mistral-small-latest"),
+    catalog_entry("devstral-medium-latest", "devstral", "devstral-medium", context=131072, caps="chat tools"),
+    catalog_entry("devstral-small-latest", "devstral-small", context=131072, caps="chat tools"),
+    catalog_entry("pixtral-large-latest", "pixtral-large", context=131072, caps="chat tools vision",
+           status=DEPRECATED, replacement="mistral-large-latest"),
+    catalog_entry("voxtral-small-latest", "voxtral-small", context=32768, caps="chat tools audio"),
+    catalog_entry("voxtral-mini-latest", "voxtral-mini", context=32768, caps="chat audio"),
+    catalog_entry("open-mistral-nemo", "mistral-nemo", context=131072, caps="chat tools", local_route="mistral-nemo"),
+    # The seed's open-weights models: retired from the API, alive as GGUF files and llamafiles.
+    catalog_entry("open-mistral-7b", context=32768, caps="chat", status=RETIRED, deprecation_date="2025-03-30",
+           replacement="ministral-8b-latest", local_route="mistral-7b", description="Mistral 7B"),
+    catalog_entry("open-mixtral-8x7b", context=32768, caps="chat", status=RETIRED, deprecation_date="2025-03-30",
+           replacement="mistral-small-latest", local_route="mixtral-8x7b", description="Mixtral 8x7B"),
+    catalog_entry("open-mixtral-8x22b", context=65536, caps="chat tools", status=RETIRED,
+           deprecation_date="2025-03-30", replacement="mistral-small-latest", local_route="mixtral-8x22b",
+           description="Mixtral 8x22B"),
+    catalog_entry("open-codestral-mamba", context=262144, caps="chat", status=RETIRED, deprecation_date="2025-06-06",
+           replacement="codestral-latest", description="Codestral Mamba"),
+    catalog_entry("mathstral-7b", context=32768, caps="chat", status=RETIRED, replacement="magistral-small-latest",
+           local_route="mathstral-7b", description="Mathstral 7B (open weights only, never a GA API model)"),
+    # Embeddings (`llm embed`).
+    catalog_entry("mistral-embed", "mistral-embed", context=8192, caps="embedding"),
+    catalog_entry("codestral-embed", context=8192, caps="embedding"),
+)
+
+CAPABILITY_FLAGS = {  # card field of GET /v1/models -> our capability name
+    "completion_chat": "chat",
+    "function_calling": "tools",
+    "vision": "vision",
+    "audio": "audio",
+    "reasoning": "reasoning",
+    "completion_fim": "fim",
+}
+
+
+def catalog_cache_path() -> Path:
+    return llm.user_dir() / "mistral-suite-models.json"
+
+
+def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> CatalogEntry:
+    """A catalog entry from one card of ``GET /v1/models``, keeping built-in aliases and routes."""
+    caps = {ours for flag, ours in CAPABILITY_FLAGS.items() if (card.get("capabilities") or {}).get(flag)}
+    if "embed" in card["id"]:
+        caps = {"embedding"}
+    deprecation = card.get("deprecation")
+    status = GA
+    if deprecation:
+        status = RETIRED if str(deprecation)[:10] <= datetime.date.today().isoformat() else DEPRECATED
+    if card.get("archived"):
+        status = RETIRED
+    base = builtin or CatalogEntry(card["id"])
+    return base._replace(
+        context=card.get("max_context_length") or base.context,
+        capabilities=frozenset(caps) or base.capabilities,
+        status=status,
+        deprecation_date=str(deprecation)[:10] if deprecation else None,
+        replacement=card.get("deprecation_replacement_model") or base.replacement,
+        description=card.get("description") or base.description,
+    )
+
+
+def load_catalog() -> list[CatalogEntry]:
+    """The built-in catalog updated by the cache of ``llm mistral refresh``; never raises."""
+    entries = {entry.api_name: entry for entry in BUILTIN_CATALOG}
+    cards = read_json_object(catalog_cache_path()).get("data")
+    for card in cards if isinstance(cards, list) else ():
+        try:
+            entries[card["id"]] = entry_from_card(card, entries.get(card["id"]))
+        except (KeyError, TypeError, AttributeError):
+            continue  # a card we cannot read is skipped, never fatal
+    return list(entries.values())
+
+
+def find_entry(name: str) -> CatalogEntry | None:
+    """A catalog entry by API name, model id or alias."""
+    name = name.removeprefix("mistral/")
+    for entry in load_catalog():
+        if name == entry.api_name or name in entry.aliases:
+            return entry
+    return None
+
+
+def alternatives(entry: CatalogEntry) -> str:
+    """What still runs a model the API no longer serves: its successor and the local route."""
+    routes = []
+    if entry.replacement:
+        routes.append(f"use {entry.replacement} on the API (llm -m mistral/{entry.replacement})")
+    if entry.local_route:
+        routes.append(
+            f"run {entry.description or entry.api_name} yourself: `llm mistral local download {entry.local_route}`"
+            " (llama.cpp) or a llamafile (`llm -m llamafile`)"
+        )
+    return "Instead, " + "; or ".join(routes) + "."
+
+
+def retired_message(entry: CatalogEntry) -> str:
+    when = f" on {entry.deprecation_date}" if entry.deprecation_date else ""
+    return f"{entry.api_name} was retired from Mistral's API{when}. {alternatives(entry)}"
+
+
+def missing_model_error(entry: CatalogEntry, error: MistralSuiteError) -> MistralSuiteError:
+    """``error``, or for a 404 on a model the catalog knows a successor or a local route for, one naming them."""
+    if error.status != 404 or not (entry.replacement or entry.local_route):
+        return error
+    return MistralSuiteError(
+        f"Mistral's API no longer serves {entry.api_name} (404{': ' + error.detail if error.detail else ''}). "
+        f"{alternatives(entry)} `llm mistral refresh` updates the model list.",
+        status=404, detail=error.detail,
+    )

@@ -1,0 +1,98 @@
+"""Chat models of Mistral's API (``mistral/<api-name>``): the request body from a prompt and its options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import llm
+
+from .catalog import (
+    AUDIO_TYPES,
+    IMAGE_TYPES,
+    RETIRED,
+    CatalogEntry,
+    missing_model_error,
+    retired_message,
+)
+from .errors import MistralSuiteError
+from .options import PASS_THROUGH_OPTIONS, OptionsFor
+from .replies import AsyncReplyModel, ReplyModel, ReplyRequest
+from .settings import mistral_endpoint, mistral_key
+from .wire import chat_messages, json_schema_format, tool_definitions
+
+
+class _MistralChatBase:
+    """What the sync and async Mistral chat models share: identity, key lookup and the request."""
+
+    needs_key = "mistral"
+    key_env_var = "LLM_MISTRAL_KEY"
+    can_stream = True
+    supports_schema = True
+    Options = OptionsFor("MistralOptions")
+
+    def __init__(self, entry: CatalogEntry) -> None:
+        self.entry = entry
+        self.model_id = entry.model_id
+        self.supports_tools = "tools" in entry.capabilities
+        self.attachment_types = (IMAGE_TYPES if "vision" in entry.capabilities else frozenset()) | (
+            AUDIO_TYPES if "audio" in entry.capabilities else frozenset()
+        )
+
+    def get_key(self, explicit_key: str | None = None) -> str:
+        # llm asks for the key before execute(): say "retired" before "no key" for a retired model.
+        if self.entry.status == RETIRED:
+            raise MistralSuiteError(retired_message(self.entry))
+        return mistral_key(explicit_key)
+
+    def request_body(self, prompt: llm.Prompt, stream: bool) -> dict[str, Any]:
+        entry, options = self.entry, prompt.options
+        if options.reasoning_effort is not None and "reasoning" not in entry.capabilities:
+            raise MistralSuiteError(
+                f"reasoning_effort works only with reasoning models (such as magistral-medium); "
+                f"{entry.api_name} is not one."
+            )
+        messages = chat_messages(prompt, thinking=True)
+        if options.prefix is not None:
+            messages.append({"role": "assistant", "content": options.prefix, "prefix": True})
+        body: dict[str, Any] = {"model": entry.api_name, "messages": messages}
+        if stream:
+            body["stream"] = True
+        for name in PASS_THROUGH_OPTIONS:
+            value = getattr(options, name)
+            if value is not None:
+                body[name] = value
+        if options.prediction is not None:
+            body["prediction"] = {"type": "content", "content": options.prediction}
+        tools = tool_definitions(prompt)
+        if tools:
+            body["tools"] = tools
+        if options.tool_choice is not None:
+            body["tool_choice"] = tool_choice(options.tool_choice, tools)
+        if prompt.schema:
+            body["response_format"] = json_schema_format(prompt.schema)
+        return body
+
+    def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
+        return ReplyRequest(
+            mistral_endpoint(), "/chat/completions", key, self.request_body(prompt, stream), self.entry.api_name,
+            explain=lambda error: missing_model_error(self.entry, error),
+        )
+
+
+def tool_choice(choice: str, tools: list[dict[str, Any]]) -> Any:
+    """The API's ``tool_choice`` for ``-o tool_choice``: a keyword, or the named tool."""
+    if choice in ("auto", "none", "any", "required"):
+        return choice
+    names = [tool["function"]["name"] for tool in tools]
+    if choice not in names:
+        listed = ", ".join(names) or "none were given"
+        raise MistralSuiteError(f"tool_choice {choice!r} is not auto, none, any, required or a tool's name ({listed}).")
+    return {"type": "function", "function": {"name": choice}}
+
+
+class MistralChat(_MistralChatBase, ReplyModel, llm.KeyModel):
+    """A chat model of Mistral's API."""
+
+
+class AsyncMistralChat(_MistralChatBase, AsyncReplyModel, llm.AsyncKeyModel):
+    """Async twin of ``MistralChat``."""

@@ -1,0 +1,222 @@
+"""Embedding models of Mistral's API (``llm embed``): requests packed by tokens, sent by a few paced workers."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any, Iterable, Iterator
+
+import llm
+
+from .catalog import load_catalog
+from .errors import MistralSuiteError
+from .retry import Pace
+from .settings import Endpoint, embed_concurrency, mistral_endpoint, mistral_key
+from .transport import request_json
+
+MAX_INPUTS_PER_REQUEST = 512
+MAX_TOKENS_PER_REQUEST = 16384
+MAX_TOKENS_PER_INPUT = 8192
+CODESTRAL_EMBED_DIMENSIONS = (256, 512, 1024, 1536, 3072)
+
+
+_WORDISH = re.compile(r"\w+|[^\w\s]")
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high token count without a tokenizer: Mistral's tokenizers average about four
+    UTF-8 bytes a token on English prose and fewer on code and other scripts; we assume three, and at
+    least one token per word and per punctuation mark (numbers, CSV and code are dense in those).
+    A low estimate costs one split request (see ``EmbeddingJob.embed``), never a failure."""
+    return max(len(text.encode("utf-8")) // 3, len(_WORDISH.findall(text))) + 1
+
+
+def pack_batches(texts: list[str], max_inputs: int, max_tokens: int) -> list[range]:
+    """Consecutive index ranges, each within the per-request input and (estimated) token limits."""
+    batches: list[range] = []
+    start, tokens = 0, 0
+    for index, text in enumerate(texts):
+        cost = estimate_tokens(text)
+        if index > start and (index - start >= max_inputs or tokens + cost > max_tokens):
+            batches.append(range(start, index))
+            start, tokens = index, 0
+        tokens += cost
+    if start < len(texts):
+        batches.append(range(start, len(texts)))
+    return batches
+
+
+def embedding_item_labels(count: int) -> tuple[list[str], str]:
+    """How to name each of the ``count`` items llm handed to ``embed_batch`` in an error, and what a
+    failure leaves unstored.
+
+    llm passes no ids to embedding models, so they are read from its calling frames (call this on the
+    caller's thread, not from a worker): ``Collection.embed_multi_with_metadata`` (``llm embed-multi``)
+    holds the batch's ``(id, content, metadata)`` rows in ``filtered_batch``; ``Collection.embed``
+    (``llm embed COLLECTION ID``) has the ``id``. Elsewhere items are numbered."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_name
+        local = frame.f_locals if name in ("embed_multi_with_metadata", "embed") else {}
+        if type(local.get("self")).__name__ == "Collection":
+            rows = local.get("filtered_batch")
+            if name == "embed_multi_with_metadata" and isinstance(rows, list) and len(rows) == count:
+                return [f"Item {row[0]!r}" for row in rows], (
+                    f"Nothing from this batch of {count} item{'s' * (count != 1)} was stored "
+                    "(earlier batches of `llm embed-multi`, if any, were)."
+                )
+            if name == "embed" and count == 1 and "id" in local:
+                return [f"Item {local['id']!r}"], "Nothing was stored."
+        frame = frame.f_back
+    if count == 1:
+        return ["The input"], ""
+    return [f"Item {index + 1} of {count}" for index in range(count)], f"None of the {count} items was embedded."
+
+
+def _as_sentence(text: str) -> str:
+    return text.rstrip().rstrip(".") + "."
+
+
+def _asks_for_smaller_batches(error: MistralSuiteError) -> bool:
+    return error.status == 400 and "too many" in error.detail.lower()
+
+
+class EmbeddingJob:
+    """One ``embed_batch`` call: packs requests, runs them on a few threads, splits what the service
+    finds too big, and returns the vectors in input order."""
+
+    def __init__(
+        self, model: "MistralEmbedding", texts: list[str], key: str | None,
+        labels: list[str] | None = None, unstored: str = "",
+    ) -> None:
+        self.model, self.texts, self.key = model, texts, key
+        self.labels = labels or embedding_item_labels(len(texts))[0]  # computed on the caller's thread
+        self.unstored = unstored  # what a failure tells about rows not stored
+        self.pace = Pace(model.concurrency())
+
+    def run(self) -> list[list[float]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        batches = pack_batches(self.texts, self.model.max_inputs, self.model.max_tokens)
+        if len(batches) == 1:
+            return self.embed(batches[0])
+        with ThreadPoolExecutor(max_workers=min(len(batches), self.pace.ceiling)) as pool:
+            futures = [pool.submit(self.embed, batch) for batch in batches]
+            try:
+                return [vector for future in futures for vector in future.result()]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    def embed(self, batch: range) -> list[list[float]]:
+        body = self.model.request_body([self.texts[i] for i in batch], self.key)
+        try:
+            answer = request_json(self.model.endpoint(), "POST", "/embeddings", self.key, body, self.pace)
+        except MistralSuiteError as error:
+            if _asks_for_smaller_batches(error) and len(batch) > 1:  # our estimate was low: halve and carry on
+                middle = len(batch) // 2
+                return self.embed(batch[:middle]) + self.embed(batch[middle:])
+            raise self.failure(error, batch) from None
+        return self.vectors(answer, batch)
+
+    def failure(self, error: MistralSuiteError, batch: range) -> MistralSuiteError:
+        match = re.search(r"input (?:id )?(\d+)", error.detail, re.IGNORECASE)
+        if error.status == 400 and (len(batch) == 1 or (match and int(match.group(1)) < len(batch))):
+            index = batch[0] if len(batch) == 1 else batch[int(match.group(1))]
+            what = f"{self.labels[index]} could not be embedded: {error.detail or error.message}"
+        else:
+            what = error.message
+        message = _as_sentence(what) + (f" {self.unstored}" if self.unstored else "")
+        return MistralSuiteError(message, status=error.status, detail=error.detail)
+
+    def vectors(self, answer: Any, batch: range) -> list[list[float]]:
+        endpoint = self.model.endpoint()
+        try:
+            rows = sorted(enumerate(answer["data"]), key=lambda pair: pair[1].get("index", pair[0]))
+            vectors = [row["embedding"] for _, row in rows]
+        except (KeyError, TypeError, AttributeError):
+            raise MistralSuiteError(f"{endpoint.label} answered /embeddings without embeddings.") from None
+        unstored = f" {self.unstored}" if self.unstored else ""
+        if len(vectors) != len(batch):
+            raise MistralSuiteError(
+                f"{endpoint.label} returned {len(vectors)} embeddings for {len(batch)} inputs.{unstored}"
+            )
+        expected = self.model.dimensions or len(vectors[0])
+        for vector in vectors:
+            if not isinstance(vector, list) or len(vector) != expected:
+                size = len(vector) if isinstance(vector, list) else type(vector).__name__
+                raise MistralSuiteError(
+                    f"{endpoint.label} returned a {size}-dimension vector for {self.model.model_id}, "
+                    f"which has {expected} dimensions; it was not used.{unstored}"
+                )
+        return vectors
+
+
+class MistralEmbedding(llm.EmbeddingModel):
+    """An embedding model of Mistral's API; ``output_dimension`` is part of the model id."""
+
+    needs_key = "mistral"
+    key_env_var = "LLM_MISTRAL_KEY"
+    batch_size = 16384  # llm hands over big batches; requests are packed by tokens here
+    max_inputs = MAX_INPUTS_PER_REQUEST
+    max_tokens = MAX_TOKENS_PER_REQUEST
+
+    def __init__(self, model_id: str, api_name: str, dimensions: int | None, output_dimension: int | None = None):
+        self.model_id = model_id
+        self.api_name = api_name
+        self.dimensions = dimensions
+        self.output_dimension = output_dimension
+
+    def get_key(self, explicit_key: str | None = None) -> str:
+        return mistral_key(explicit_key)
+
+    def endpoint(self) -> Endpoint:
+        return mistral_endpoint()
+
+    @staticmethod
+    def concurrency() -> int:
+        return embed_concurrency()
+
+    def request_body(self, texts: list[str], key: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.api_name, "input": texts}
+        if self.output_dimension:
+            body["output_dimension"] = self.output_dimension
+        return body
+
+    def embed_batch(self, items: Iterable[str | bytes], *, key: str | None = None) -> Iterator[list[float]]:
+        texts = list(items)
+        if not texts:
+            return
+        labels, unstored = embedding_item_labels(len(texts))  # here, on llm's thread: the ids are in its frames
+        unstored = f" {unstored}" if unstored else ""
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise MistralSuiteError(f"{labels[index]} is not text; this model embeds text only.{unstored}")
+            if not text.strip():
+                raise MistralSuiteError(
+                    f"{labels[index]} is empty (or only whitespace), which cannot be embedded.{unstored}"
+                )
+            if len(text.encode("utf-8")) // 6 > MAX_TOKENS_PER_INPUT:  # too long even by a low estimate
+                raise MistralSuiteError(
+                    f"{labels[index]} is too long to embed (about {estimate_tokens(text)} tokens; "
+                    f"the limit is {MAX_TOKENS_PER_INPUT} per input). Split it into smaller pieces.{unstored}"
+                )
+        key = key or self.get_key()
+        yield from EmbeddingJob(self, texts, key, labels, unstored.strip()).run()
+
+
+def embedding_models() -> list[tuple[MistralEmbedding, tuple[str, ...]]]:
+    """The API's embedding models with their aliases: one model id per codestral-embed dimension."""
+    models: list[tuple[MistralEmbedding, tuple[str, ...]]] = []
+    for entry in load_catalog():
+        if "embedding" not in entry.capabilities:
+            continue
+        if entry.api_name == "codestral-embed":
+            for size in CODESTRAL_EMBED_DIMENSIONS:
+                aliases = ("codestral-embed",) if size == 1536 else ()
+                models.append((MistralEmbedding(f"mistral/codestral-embed-{size}", entry.api_name, size, size), aliases))
+        else:
+            dimensions = 1024 if entry.api_name.startswith("mistral-embed") else None
+            models.append((MistralEmbedding(entry.model_id, entry.api_name, dimensions), entry.aliases))
+    return models

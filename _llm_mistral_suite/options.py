@@ -1,0 +1,135 @@
+"""The ``-o`` options of each model kind: pydantic classes built on first use, each option sent only when set."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Literal, Optional, Union
+
+import llm
+
+LOCAL_DEFAULT_MAX_TOKENS = 512
+LOCAL_MAX_DEFAULT_CTX = 8192  # default n_ctx: the model's own context, capped (KV cache memory)
+
+PASS_THROUGH_OPTIONS = (  # MistralOptions sent to the API as they are
+    "temperature", "top_p", "max_tokens", "stop", "random_seed", "presence_penalty", "frequency_penalty",
+    "safe_prompt", "reasoning_effort",
+)
+
+
+class OptionsFor:
+    """A model class's ``Options``: the named class of ``option_classes()``, built when llm first asks for it.
+
+    Building pydantic classes costs milliseconds, and every `llm` command that looks a model up registers
+    all of ours; only a prompt or ``llm models --options`` needs the options.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type) -> type[llm.Options]:
+        return option_classes()[self.name]
+
+
+OPTION_CLASSES = ("OptionsBase", "MistralOptions", "FIMOptions", "ServerOptions", "LocalOptions")
+
+
+def __getattr__(name: str) -> type[llm.Options]:
+    """``from _llm_mistral_suite.options import MistralOptions`` builds the classes too (and nothing else
+    does: the import system asks modules for ``__path__`` and such)."""
+    if name not in OPTION_CLASSES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return option_classes()[name]
+
+
+def _json_list_or_str(value: Any) -> Any:
+    """``-o stop '["a", "b"]'`` arrives as a string: accept a JSON list there."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, list) and all(isinstance(item, str) for item in parsed):
+            return parsed
+    return value
+
+
+@functools.cache
+def option_classes() -> dict[str, type[llm.Options]]:
+    """Every options class by name, built once."""
+    from pydantic import ConfigDict, Field, field_validator
+
+    class OptionsBase(llm.Options):
+        """llm options whose validator is built on first use (building it at import would cost every
+        `llm` command milliseconds), with the ``stop`` option every model here takes."""
+
+        model_config = ConfigDict(defer_build=True, extra="forbid")
+
+        stop: Optional[Union[str, list[str]]] = Field(None, description="Stop sequence, or a JSON list of them")
+
+        @field_validator("stop", mode="before")
+        @classmethod
+        def _stop_list(cls, value: Any) -> Any:
+            return _json_list_or_str(value)
+
+    class MistralOptions(OptionsBase):
+        """Options of Mistral's chat API; each is sent only when set."""
+
+        temperature: Optional[float] = Field(None, ge=0, le=1.5, description="Sampling temperature, 0 to 1.5")
+        top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass, (0, 1]")
+        max_tokens: Optional[int] = Field(None, ge=1, description="Maximum number of tokens to generate")
+        random_seed: Optional[int] = Field(None, ge=0, description="Seed for deterministic sampling")
+        presence_penalty: Optional[float] = Field(None, ge=-2, le=2, description="Penalty for tokens already present")
+        frequency_penalty: Optional[float] = Field(None, ge=-2, le=2, description="Penalty by token frequency")
+        safe_prompt: Optional[bool] = Field(None, description="Inject Mistral's safety system prompt")
+        prefix: Optional[str] = Field(None, description="Start the answer with this text (assistant prefix)")
+        prediction: Optional[str] = Field(None, description="Expected output, to speed up near-identical rewrites")
+        reasoning_effort: Optional[Literal["none", "minimal", "low", "medium", "high", "xhigh"]] = Field(
+            None, description="How much reasoning models think: none, minimal, low, medium, high or xhigh"
+        )
+        tool_choice: Optional[str] = Field(
+            None, description="auto, none, any, required, or the name of one tool the model must call"
+        )
+
+    class FIMOptions(OptionsBase):
+        """Options of ``POST /v1/fim/completions``; each is sent only when set."""
+
+        suffix: Optional[str] = Field(None, description="The code after the gap")
+        model: Optional[str] = Field(None, description="A FIM-capable model: codestral-latest (default) or a dated version")
+        max_tokens: Optional[int] = Field(None, ge=1, description="Maximum number of tokens to generate")
+        min_tokens: Optional[int] = Field(None, ge=0, description="Minimum number of tokens to generate")
+        temperature: Optional[float] = Field(None, ge=0, le=1.5, description="Sampling temperature, 0 to 1.5")
+        top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass, (0, 1]")
+        random_seed: Optional[int] = Field(None, ge=0, description="Seed for deterministic sampling")
+
+    class ServerOptions(OptionsBase):
+        """Sampling options every OpenAI-compatible server takes; each is sent only when set."""
+
+        temperature: Optional[float] = Field(None, ge=0, le=2, description="Sampling temperature, 0 to 2")
+        top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass, (0, 1]")
+        max_tokens: Optional[int] = Field(None, ge=1, description="Maximum number of tokens to generate")
+        seed: Optional[int] = Field(None, description="Seed for deterministic sampling")
+
+    class LocalOptions(ServerOptions):
+        """Options of local GGUF models (llama.cpp); unset ones keep llama-cpp-python's defaults."""
+
+        max_tokens: Optional[int] = Field(
+            None, ge=1, description=f"Maximum number of tokens to generate (default {LOCAL_DEFAULT_MAX_TOKENS})"
+        )
+        temperature: Optional[float] = Field(None, ge=0, le=2, description="Sampling temperature (default 0.2)")
+        top_k: Optional[int] = Field(None, ge=0, description="Sample from the k most likely tokens (0: all)")
+        min_p: Optional[float] = Field(None, ge=0, le=1, description="Minimum probability relative to the top token")
+        n_ctx: Optional[int] = Field(
+            None, ge=16, description=f"Context window in tokens, rounded up to a multiple of 256 (default: the model's, at most {LOCAL_MAX_DEFAULT_CTX})"
+        )
+        n_gpu_layers: Optional[int] = Field(
+            None, ge=-1, description="Layers to offload to the GPU (-1: all; default all on a GPU build, else 0)"
+        )
+        n_threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: half the cores)")
+        verbose: Optional[bool] = Field(None, description="Show llama.cpp's log and the rendered prompt")
+        suffix: Optional[str] = Field(
+            None, description="Fill in the middle (Codestral GGUF files): the code after the gap; the prompt is the code before it"
+        )
+
+    classes = (OptionsBase, MistralOptions, FIMOptions, ServerOptions, LocalOptions)
+    return {cls.__name__: cls for cls in classes}

@@ -1,0 +1,94 @@
+"""Sending a chat-shaped request and turning its reply into llm events: the ``execute`` of API, FIM and server models.
+
+Sync and async share everything but the lines that await.
+"""
+
+from __future__ import annotations
+
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    NamedTuple,
+    Optional,
+    Union,
+)
+
+import llm
+from llm.parts import StreamEvent
+
+from .errors import MistralSuiteError
+from .settings import Endpoint
+from .transport import arequest_json, astream_chunks, request_json, stream_chunks
+from .wire import ReplyDecoder
+
+
+class ReplyRequest(NamedTuple):
+    """Everything needed to send one prompt and read its reply."""
+
+    endpoint: Endpoint
+    path: str
+    key: str | None
+    body: dict[str, Any]
+    requested_model: str  # the reply's own model name is logged when it differs
+    explain: Optional[Callable[[MistralSuiteError], MistralSuiteError]] = None  # route-specific error wording
+
+
+def run_reply(request: ReplyRequest, stream: bool, response: llm.Response) -> Iterator[Union[str, StreamEvent]]:
+    """Send ``request`` (streamed or not) and yield its events."""
+    endpoint, path, key, body = request.endpoint, request.path, request.key, request.body
+    decoder = ReplyDecoder(endpoint.label)
+    try:
+        if stream:
+            chunks: Iterable[dict[str, Any]] = stream_chunks(endpoint, path, key, body)
+        else:
+            chunks = (request_json(endpoint, "POST", path, key, body),)
+        yield from decoder.events(chunks)
+        yield from decoder.finish(response, request.requested_model)
+    except MistralSuiteError as error:
+        raise (request.explain(error) if request.explain else error) from None
+
+
+async def arun_reply(
+    request: ReplyRequest, stream: bool, response: llm.AsyncResponse
+) -> AsyncIterator[Union[str, StreamEvent]]:
+    """Async twin of ``run_reply``."""
+    endpoint, path, key, body = request.endpoint, request.path, request.key, request.body
+    decoder = ReplyDecoder(endpoint.label)
+    try:
+        if stream:
+            async for chunk in astream_chunks(endpoint, path, key, body):
+                for event in decoder.events((chunk,)):
+                    yield event
+        else:
+            for event in decoder.events((await arequest_json(endpoint, "POST", path, key, body),)):
+                yield event
+        for event in decoder.finish(response, request.requested_model):
+            yield event
+    except MistralSuiteError as error:
+        raise (request.explain(error) if request.explain else error) from None
+
+
+class ReplyModel:
+    """``execute`` of a sync model whose ``reply_request(prompt, stream, key)`` says what to send."""
+
+    reply_request: Callable[[llm.Prompt, bool, Optional[str]], ReplyRequest]
+
+    def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
+        yield from run_reply(self.reply_request(prompt, stream, key), stream, response)
+
+
+class AsyncReplyModel:
+    """``execute`` of an async model whose ``areply_request`` (by default ``reply_request``) says what to send."""
+
+    reply_request: Callable[[llm.Prompt, bool, Optional[str]], ReplyRequest]
+
+    async def areply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
+        return self.reply_request(prompt, stream, key)
+
+    async def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
+        request = await self.areply_request(prompt, stream, key)
+        async for event in arun_reply(request, stream, response):
+            yield event

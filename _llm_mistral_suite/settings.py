@@ -1,0 +1,92 @@
+"""Every setting: the environment variables and their defaults, the servers' endpoints, and the API key lookup."""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import llm
+
+from .errors import MissingKeyError
+
+MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
+LLAMAFILE_BASE_URL = "http://127.0.0.1:8080/v1"
+HF_BASE_URL = "https://huggingface.co"
+HF_BASE_URL_ENV = "LLM_MISTRAL_HF_BASE_URL"  # a mirror of Hugging Face (tests point it at a fake)
+
+
+def env_float(name: str, default: float) -> float:
+    """A number from the environment; ``default`` when unset or not a number."""
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+def timeout_seconds() -> float:
+    """``LLM_MISTRAL_TIMEOUT``: how long to wait for a server to answer (connecting: at most 10 s)."""
+    return env_float("LLM_MISTRAL_TIMEOUT", 300.0)
+
+
+def max_attempts() -> int:
+    """``LLM_MISTRAL_MAX_ATTEMPTS``: attempts per request for failures worth retrying."""
+    return max(1, int(env_float("LLM_MISTRAL_MAX_ATTEMPTS", 5)))
+
+
+def backoff_base() -> float:
+    """``LLM_MISTRAL_BACKOFF``: the base, in seconds, of the exponential backoff with jitter."""
+    return env_float("LLM_MISTRAL_BACKOFF", 1.0)
+
+
+def embed_concurrency() -> int:
+    """``LLM_MISTRAL_EMBED_CONCURRENCY``: embedding requests in flight at once."""
+    return max(1, int(env_float("LLM_MISTRAL_EMBED_CONCURRENCY", 4)))
+
+
+def llamafile_base_url() -> str:
+    """``LLM_LLAMAFILE_BASE_URL``: where ``llm -m llamafile`` looks."""
+    return os.environ.get("LLM_LLAMAFILE_BASE_URL") or LLAMAFILE_BASE_URL
+
+
+def hf_base_url() -> str:
+    """Where GGUF downloads come from: Hugging Face, or ``LLM_MISTRAL_HF_BASE_URL``."""
+    return (os.environ.get(HF_BASE_URL_ENV) or HF_BASE_URL).rstrip("/")
+
+
+class Endpoint(NamedTuple):
+    """A server the plugin talks to, and how to explain its failures to the user."""
+
+    base_url: str
+    label: str
+    key_hint: str = ""
+    start_hint: str = ""
+    retry_refused: bool = True  # False for local servers: "connection refused" means "not started"
+
+    def headers(self, key: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+
+def mistral_endpoint() -> Endpoint:
+    """Mistral's API, at ``LLM_MISTRAL_BASE_URL`` if set."""
+    return Endpoint(
+        base_url=(os.environ.get("LLM_MISTRAL_BASE_URL") or MISTRAL_BASE_URL).rstrip("/"),
+        label="Mistral's API",
+        key_hint="Set a valid key with `llm keys set mistral` or the LLM_MISTRAL_KEY environment variable "
+        "(keys: https://console.mistral.ai/api-keys).",
+        start_hint="Check your network connection, or LLM_MISTRAL_BASE_URL if you set it.",
+    )
+
+
+def mistral_key(explicit: str | None) -> str:
+    """The Mistral API key: ``--key``, then ``llm keys set mistral``, LLM_MISTRAL_KEY, MISTRAL_API_KEY."""
+    key = llm.get_key(explicit_key=explicit, key_alias="mistral", env_var="LLM_MISTRAL_KEY")
+    key = key or os.environ.get("MISTRAL_API_KEY")
+    if not key:
+        raise MissingKeyError(
+            "No Mistral API key found. Set one with `llm keys set mistral`, or the LLM_MISTRAL_KEY "
+            "(or MISTRAL_API_KEY) environment variable. Keys: https://console.mistral.ai/api-keys"
+        )
+    return key

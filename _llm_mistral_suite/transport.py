@@ -1,0 +1,220 @@
+"""HTTP for every route: one reused client per process (and per event loop), JSON requests and SSE streams, retried.
+
+The retry decisions are ``retry.Attempts`` (no I/O); the sync and async twins here differ only in the lines
+that await.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Optional
+
+from .errors import MistralSuiteError, redact, service_message
+from .retry import Attempts, Pace, RetryLater, stream_cut_error
+from .settings import Endpoint, timeout_seconds
+
+if TYPE_CHECKING:
+    import httpx
+
+_sync_client: Optional["httpx.Client"] = None
+_async_client: Optional[tuple[Any, "httpx.AsyncClient"]] = None  # (event loop, client)
+
+
+def _client_settings() -> dict[str, Any]:
+    import httpx
+
+    return {
+        "timeout": httpx.Timeout(timeout_seconds(), connect=min(10.0, timeout_seconds())),
+        "limits": httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        "headers": {"User-Agent": "llm-mistral-suite"},
+    }
+
+
+def sync_client() -> "httpx.Client":
+    """The process's one HTTP client, created on first use (keeps connections alive between calls)."""
+    global _sync_client
+    if _sync_client is None:
+        import httpx
+
+        _sync_client = httpx.Client(**_client_settings())
+    return _sync_client
+
+
+def async_client() -> "httpx.AsyncClient":
+    """The async client of the running event loop (an ``httpx.AsyncClient`` is bound to its loop;
+    the CLI runs each async prompt in a new one)."""
+    global _async_client
+    import asyncio
+
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    if _async_client is None or _async_client[0] is not loop or _async_client[1].is_closed:
+        _async_client = (loop, httpx.AsyncClient(**_client_settings()))
+    return _async_client[1]
+
+
+def decode_json(endpoint: Endpoint, raw: bytes | str, key: str | None = None) -> Any:
+    """A JSON answer, or a clear error when the server sent something else."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        raise MistralSuiteError(f"{endpoint.label} sent something that is not JSON: {redact(text, key)[:200]!r}") from None
+
+
+def decode_event(endpoint: Endpoint, data: str, key: str | None = None) -> dict[str, Any]:
+    """One SSE data payload as a chunk dict; an error event or a malformed chunk is an error."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {redact(data, key)[:200]!r}") from None
+    if chunk.__class__ is not dict or "choices" not in chunk:
+        if isinstance(chunk, dict) and (chunk.get("object") == "error" or "error" in chunk):
+            raise MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {service_message(redact(data, key).encode())}")
+        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {redact(data, key)[:200]!r}")
+    return chunk
+
+
+def is_event_stream(response: "httpx.Response") -> bool:
+    """Whether the server streams as asked (some ignore ``"stream": true`` and answer with one JSON)."""
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+def request_json(
+    endpoint: Endpoint, method: str, path: str, key: str | None, body: Any = None, pace: Pace | None = None
+) -> Any:
+    """One JSON request with retries; returns the decoded JSON answer.
+
+    With a ``pace``, waits are shared with the other workers of the same job instead of slept alone.
+    """
+    import httpx
+
+    client = sync_client()
+    attempts = Attempts(endpoint, key)
+    for _ in attempts:
+        try:
+            with pace or contextlib.nullcontext():
+                try:
+                    response = client.request(method, endpoint.base_url + path, json=body, headers=endpoint.headers(key))
+                except httpx.TransportError as exc:
+                    attempts.check_transport_error(exc)
+                if response.status_code >= 400:
+                    attempts.check_status(response.status_code, response.headers, response.content)
+                return decode_json(endpoint, response.content, key)
+        except RetryLater as retry:
+            if pace is None:
+                time.sleep(retry.delay)
+            else:
+                pace.slow_down(retry.delay)
+    raise AssertionError("unreachable: the last attempt raises")
+
+
+async def arequest_json(endpoint: Endpoint, method: str, path: str, key: str | None, body: Any = None) -> Any:
+    """Async twin of ``request_json``."""
+    import asyncio
+
+    import httpx
+
+    client = async_client()
+    attempts = Attempts(endpoint, key)
+    for _ in attempts:
+        try:
+            try:
+                response = await client.request(method, endpoint.base_url + path, json=body, headers=endpoint.headers(key))
+            except httpx.TransportError as exc:
+                attempts.check_transport_error(exc)
+            if response.status_code >= 400:
+                attempts.check_status(response.status_code, response.headers, response.content)
+            return decode_json(endpoint, response.content, key)
+        except RetryLater as retry:
+            await asyncio.sleep(retry.delay)
+    raise AssertionError("unreachable: the last attempt raises")
+
+
+def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """POST a streaming request and yield its chunks; retries until the first chunk, never after."""
+    import httpx
+    from httpx_sse import EventSource
+
+    client = sync_client()
+    headers = endpoint.headers(key) | {"Accept": "text/event-stream"}
+    attempts = Attempts(endpoint, key)
+    for _ in attempts:
+        started = False
+        try:
+            request = client.build_request("POST", endpoint.base_url + path, json=body, headers=headers)
+            try:
+                response = client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                attempts.check_transport_error(exc)
+            try:
+                if response.status_code >= 400:
+                    attempts.check_status(response.status_code, response.headers, response.read())
+                if not is_event_stream(response):
+                    yield decode_json(endpoint, response.read(), key)
+                    return
+                for event in EventSource(response).iter_sse():
+                    data = event.data
+                    if data == "[DONE]":
+                        return
+                    if data:
+                        chunk = decode_event(endpoint, data, key)
+                        started = True
+                        yield chunk
+                return  # ended without [DONE]: the decoder judges by finish_reason
+            except httpx.TransportError as exc:
+                if started:
+                    raise stream_cut_error(endpoint, exc) from None
+                attempts.check_transport_error(exc)
+            finally:
+                response.close()
+        except RetryLater as retry:
+            time.sleep(retry.delay)
+
+
+async def astream_chunks(
+    endpoint: Endpoint, path: str, key: str | None, body: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """Async twin of ``stream_chunks``."""
+    import asyncio
+
+    import httpx
+    from httpx_sse import EventSource
+
+    client = async_client()
+    headers = endpoint.headers(key) | {"Accept": "text/event-stream"}
+    attempts = Attempts(endpoint, key)
+    for _ in attempts:
+        started = False
+        try:
+            request = client.build_request("POST", endpoint.base_url + path, json=body, headers=headers)
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                attempts.check_transport_error(exc)
+            try:
+                if response.status_code >= 400:
+                    attempts.check_status(response.status_code, response.headers, await response.aread())
+                if not is_event_stream(response):
+                    yield decode_json(endpoint, await response.aread(), key)
+                    return
+                async for event in EventSource(response).aiter_sse():
+                    data = event.data
+                    if data == "[DONE]":
+                        return
+                    if data:
+                        chunk = decode_event(endpoint, data, key)
+                        started = True
+                        yield chunk
+                return
+            except httpx.TransportError as exc:
+                if started:
+                    raise stream_cut_error(endpoint, exc) from None
+                attempts.check_transport_error(exc)
+            finally:
+                await response.aclose()
+        except RetryLater as retry:
+            await asyncio.sleep(retry.delay)

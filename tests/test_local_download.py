@@ -1,0 +1,191 @@
+"""`llm mistral local download`: against a fake Hugging Face on loopback: resume, checksums, registration."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import re
+import socketserver
+import subprocess
+import threading
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("gguf")
+
+from conftest import assert_cli_error, assert_cli_ok  # noqa: E402
+from inprocess import invoke_llm  # noqa: E402
+from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
+from local_kit import GREEDY  # noqa: E402
+
+from _llm_mistral_suite.catalog import BUILTIN_CATALOG
+from _llm_mistral_suite.errors import MistralSuiteError
+from _llm_mistral_suite.local.download import LOCAL_DOWNLOADS, download_file
+from _llm_mistral_suite.local.registry import local_models_dir, read_local_registry
+
+
+# --- download -----------------------------------------------------------------------------------------
+
+
+class _HubHandler(http.server.BaseHTTPRequestHandler):
+    """Hugging Face's shape: /<repo>/resolve/main/<file> redirects (with X-Linked-Etag) to a CDN URL
+    that serves the bytes and honours Range."""
+
+    hub: "FakeHub"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        hub = self.hub
+        hub.requests.append((self.path, self.headers.get("Range")))
+        if "/resolve/main/" in self.path:
+            name = self.path.rsplit("/", 1)[1]
+            if name not in hub.files:
+                self.send_response(404)
+                self.send_header("Content-Length", "15")
+                self.end_headers()
+                self.wfile.write(b"Entry not found")
+                return
+            self.send_response(302)
+            self.send_header("Location", f"/cdn/{name}")
+            self.send_header("X-Linked-Etag", f'"{hub.etag or hashlib.sha256(hub.files[name]).hexdigest()}"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = self.hub.files[self.path.rsplit("/", 1)[1]]
+        start = 0
+        found = re.match(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if found:
+            start = int(found.group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if hub.cut_after is not None:
+            self.wfile.write(body[: hub.cut_after])
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the connection drops mid-file
+            return
+        self.wfile.write(body)
+
+
+class FakeHub:
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.requests = files, []
+        self.etag: str | None = None
+        self.cut_after: int | None = None
+        handler = type("Handler", (_HubHandler,), {"hub": self})
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+MISTRAL_7B_FILE = "Mistral-7B-Instruct-v0.3-Q4_K_M.gguf"
+
+
+def download(hub: "FakeHub", *args: str) -> subprocess.CompletedProcess:
+    return invoke_llm("mistral", "local", "download", *args, env={"LLM_MISTRAL_HF_BASE_URL": hub.url})
+
+
+@pytest.fixture
+def hub(ggufs):
+    server = FakeHub({MISTRAL_7B_FILE: ggufs.dense.read_bytes()})
+    yield server
+    server.close()
+
+
+def test_download_registers_with_aliases(hub, cli, user_dir, ggufs):
+    result = cli("mistral", "local", "download", "mistral-7b", LLM_MISTRAL_HF_BASE_URL=hub.url)
+    assert_cli_ok(result)
+    assert hub.requests[0] == (f"/bartowski/Mistral-7B-Instruct-v0.3-GGUF/resolve/main/{MISTRAL_7B_FILE}", None)
+    dest = user_dir / "mistral-local" / MISTRAL_7B_FILE
+    assert dest.read_bytes() == ggufs.dense.read_bytes()
+    assert not dest.with_name(dest.name + ".part").exists()
+    assert "mistral-7b-local" in assert_cli_ok(invoke_llm("mistral", "local", "list"))
+    out = assert_cli_ok(cli("-m", "mistral-7b-local", "hello", *GREEDY, "-o", "max_tokens", "3"))
+    assert out.strip()
+    catalog = assert_cli_ok(invoke_llm("mistral", "local", "download"))
+    assert "mixtral-8x7b" in catalog and "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF" in catalog
+
+
+def test_download_resumes_a_partial_file(hub, user_dir, ggufs):
+    data = ggufs.dense.read_bytes()
+    part = user_dir / "mistral-local" / (MISTRAL_7B_FILE + ".part")
+    part.parent.mkdir()
+    part.write_bytes(data[:400_000])
+    assert_cli_ok(download(hub, "mistral-7b"))
+    assert [r for _, r in hub.requests] == ["bytes=400000-", "bytes=400000-"]  # redirect, then the CDN
+    assert (user_dir / "mistral-local" / MISTRAL_7B_FILE).read_bytes() == data
+
+
+def test_interrupted_download_never_registers_then_resumes(hub, user_dir, ggufs):
+    hub.cut_after = 300_000
+    failed = download(hub, "mistral-7b")
+    assert_cli_error(failed, "run the same command again to resume")
+    part = user_dir / "mistral-local" / (MISTRAL_7B_FILE + ".part")
+    assert part.exists() and 0 < part.stat().st_size < len(ggufs.dense.read_bytes())
+    assert not (user_dir / "mistral-local" / MISTRAL_7B_FILE).exists()
+    assert read_local_registry() == {}
+    have = part.stat().st_size
+    hub.cut_after = None
+    hub.requests.clear()
+    assert_cli_ok(download(hub, "mistral-7b"))
+    assert hub.requests[-1][1] == f"bytes={have}-"
+    assert (user_dir / "mistral-local" / MISTRAL_7B_FILE).read_bytes() == ggufs.dense.read_bytes()
+    assert "mistral-7b" in read_local_registry()
+
+
+def test_bad_checksum_deletes_and_never_registers(hub, user_dir):
+    hub.etag = "0" * 64
+    line = assert_cli_error(download(hub, "mistral-7b"),
+                            "checksum", "0" * 64)
+    assert "sha256" in line
+    assert list((user_dir / "mistral-local").iterdir()) == []
+    assert read_local_registry() == {}
+    assert "mistral-local" not in assert_cli_ok(invoke_llm("models"))
+
+
+def test_download_errors(hub):
+    assert_cli_error(download(hub, "mistral-99b"), "unknown model", "mixtral-8x7b")
+    hub.files[MISTRAL_7B_FILE] = b"<html>Service unavailable</html>"  # served whole, with a matching etag
+    assert_cli_error(download(hub, "mistral-7b"), "not a usable model", "not a GGUF file")
+    assert read_local_registry() == {}
+    assert not any(local_models_dir().iterdir())
+    hub.files.clear()
+    assert_cli_error(download(hub, "mistral-7b"), "404")
+
+
+def test_every_retired_models_local_route_is_downloadable():
+    routes = {entry.local_route for entry in BUILTIN_CATALOG if entry.local_route}
+    assert routes and routes <= set(LOCAL_DOWNLOADS)
+    for entry in LOCAL_DOWNLOADS.values():
+        assert all(name.endswith(".gguf") for name in entry["files"]) and entry["aliases"]
+
+
+def test_download_file_checks_a_pinned_sha256(hub, user_dir, ggufs):
+    url = f"{hub.url}/r/resolve/main/{MISTRAL_7B_FILE}"
+    data = ggufs.dense.read_bytes()
+    dest = user_dir / "pinned.gguf"
+    with pytest.raises(MistralSuiteError, match="checksum"):
+        download_file(url, dest, sha256="f" * 64)  # a pinned sum wins over the header
+    assert not dest.exists()
+    with pytest.raises(MistralSuiteError, match="incomplete"):
+        download_file(url, dest, size=len(data) + 1)
+    download_file(url, dest, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    assert dest.read_bytes() == data

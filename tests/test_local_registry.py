@@ -1,0 +1,144 @@
+"""Which GGUF files are local models: registration (cheap, never raising), `llm mistral local add/list/remove`, llm-llama-cpp's files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("gguf")
+
+import llm  # noqa: E402
+from conftest import assert_cli_error, assert_cli_ok  # noqa: E402
+from inprocess import invoke_llm  # noqa: E402
+from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
+from local_kit import GREEDY, add, invoke  # noqa: E402
+
+import llm_mistral_suite as suite  # noqa: E402
+from _llm_mistral_suite.local.registry import LOCAL_REGISTRY_FILE
+
+
+# --- start-up ---------------------------------------------------------------------------------------
+
+
+def test_import_and_registration_never_import_llama_cpp(ggufs, user_dir):
+    (user_dir / LOCAL_REGISTRY_FILE).write_text(
+        json.dumps({"models": {"tiny": {"path": str(ggufs.dense), "aliases": ["t"]},
+                               "emb": {"path": str(ggufs.dense), "aliases": [], "embedding": True}}})
+    )
+    code = (
+        "import sys, llm_mistral_suite as s; got = []; "
+        "s.register_models(lambda *a, **k: got.append(a[0].model_id)); "
+        "s.register_embedding_models(lambda *a, **k: got.append(a[0].model_id)); "
+        "assert 'mistral-local/tiny' in got and 'mistral-local/emb' in got, got; "
+        "assert 'llama_cpp' not in sys.modules and 'gguf' not in sys.modules, 'heavy import'; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_registration_survives_a_broken_registry(user_dir):
+    (user_dir / LOCAL_REGISTRY_FILE).write_text("{not json")
+    (user_dir / "llama-cpp").mkdir()
+    (user_dir / "llama-cpp" / "models.json").write_text('{"x": 3, "y": {"path": 7}}')
+    registered = []
+    suite.register_models(lambda *a, **k: registered.append(a[0].model_id))
+    suite.register_embedding_models(lambda *a, **k: registered.append(a[0].model_id))
+    assert not [model_id for model_id in registered if model_id.startswith("mistral-local/")]
+
+
+# --- registry commands --------------------------------------------------------------------------------
+
+
+def test_add_list_remove(ggufs, user_dir):
+    result = invoke("mistral", "local", "add", str(ggufs.dense), "--name", "tiny", "--alias", "t")
+    assert result.exit_code == 0, result.output
+    assert "mistral-local/tiny" in result.output
+    assert invoke("mistral", "local", "add", str(ggufs.moe)).exit_code == 0  # name from the stem
+    listing = invoke("mistral", "local", "list").output
+    assert "mistral-local/tiny (aliases: t)" in listing
+    assert "mistral-local/tiny-moe" in listing and "MoE 8 experts (2 per token)" in listing
+    assert "architecture llama" in listing and "context 2048" in listing
+    rows = {row["name"]: row for row in json.loads(invoke("mistral", "local", "list", "--json").output)}
+    assert rows["tiny"]["experts"] is None and rows["tiny-moe"]["experts"] == 8
+    assert rows["tiny"]["size"] == ggufs.dense.stat().st_size
+    assert rows["tiny"]["path"] == str(ggufs.dense.resolve())
+
+    models = {model.model_id: model for model in llm.get_models()}
+    assert "mistral-local/tiny" in models and llm.get_model("t").model_id == "mistral-local/tiny"
+
+    taken = invoke("mistral", "local", "add", str(ggufs.moe), "--name", "other", "--alias", "t")
+    assert taken.exit_code != 0 and "already names mistral-local/tiny" in taken.output
+    clash = invoke("mistral", "local", "add", str(ggufs.v1), "--name", "tiny")
+    assert clash.exit_code != 0 and "already registered" in clash.output
+
+    assert "Removed mistral-local/tiny" in invoke("mistral", "local", "remove", "tiny").output
+    assert "mistral-local/tiny " not in invoke("mistral", "local", "list").output
+    missing = invoke("mistral", "local", "remove", "tiny")
+    assert missing.exit_code != 0 and "No local model named 'tiny'" in missing.output
+    assert ggufs.dense.exists()
+
+
+# --- llm-llama-cpp interop ----------------------------------------------------------------------------
+
+
+def test_llm_llama_cpp_models_json_interop(ggufs, cli, user_dir):
+    folder = user_dir / "llama-cpp"
+    folder.mkdir()
+    # The shape `llm llama-cpp add-model PATH -a tinyllama` writes (llm-llama-cpp 0.3).
+    (folder / "models.json").write_text(json.dumps(
+        {"tiny-dense": {"path": str(ggufs.dense), "aliases": ["tinyllama"]},
+         "old-ggml": {"path": str(ggufs.folder / "x.bin"), "aliases": []}}, indent=2))
+    models = assert_cli_ok(invoke_llm("models"))
+    assert "mistral-local/tiny-dense" in models
+    assert "mistral-local/old-ggml" not in models
+    ours = [line for line in models.splitlines() if "mistral-local/tiny-dense" in line]
+    assert ours and "tinyllama" not in ours[0]  # llm-llama-cpp's aliases stay llm-llama-cpp's
+    aliases = assert_cli_ok(invoke_llm("aliases", "--json"))
+    if "tinyllama" in aliases:  # llm-llama-cpp is installed (the [local] extra brings it)
+        assert json.loads(aliases)["tinyllama"] == "tiny-dense"
+    out = assert_cli_ok(cli("-m", "mistral-local/tiny-dense", "-s", "Be brief", "hello there", *GREEDY,
+                            "-o", "max_tokens", "4"))
+    assert len(out.split()) >= 2
+    listing = assert_cli_ok(invoke_llm("mistral", "local", "list"))
+    assert "mistral-local/tiny-dense [from llm-llama-cpp]" in listing
+    assert_cli_error(invoke_llm("mistral", "local", "remove", "tiny-dense"), "models.json")
+    # An alias of llm-llama-cpp's model cannot be taken by ours.
+    if "tinyllama" in aliases:
+        assert_cli_error(invoke_llm("mistral", "local", "add", str(ggufs.moe), "--alias", "tinyllama"),
+                         "already names")
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+
+
+def test_bad_files_are_one_clear_error(ggufs, user_dir):
+    def add_fails(path, *needles):
+        assert_cli_error(invoke_llm("mistral", "local", "add", str(path)), *needles)
+
+    add_fails(user_dir / "nope.gguf", "no such file")
+    text = user_dir / "notes.txt"
+    text.write_text("hello")
+    add_fails(text, "not a GGUF file")
+    add_fails(user_dir, "directory")
+    truncated = user_dir / "truncated.gguf"
+    truncated.write_bytes(ggufs.dense.read_bytes()[:300_000])
+    add_fails(truncated, "truncated", "interrupted download")
+    header_only = user_dir / "header.gguf"
+    header_only.write_bytes(ggufs.dense.read_bytes()[:40])
+    add_fails(header_only, "corrupt")
+    (user_dir / "empty.gguf").write_bytes(b"")
+    add_fails(user_dir / "empty.gguf", "not a GGUF file")
+    assert "mistral-local" not in assert_cli_ok(invoke_llm("models"))
+
+
+def test_missing_file_after_registration(ggufs, user_dir):
+    copy = user_dir / "gone.gguf"
+    copy.write_bytes(ggufs.dense.read_bytes())
+    add(copy, "--name", "gone")
+    copy.unlink()
+    assert_cli_error(invoke_llm("-m", "mistral-local/gone", "hi"), "no such file", str(copy))

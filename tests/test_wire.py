@@ -1,0 +1,311 @@
+"""Translation: llm messages to the API's messages (roles, attachments, reasoning, tool calls, strict schemas), and replies back."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import llm
+import llm.cli
+import pytest
+from api_mock import (
+    CHAT_URL,
+    PNG,
+    SSE_HEADERS,
+    WIRE_ID,
+    build,
+    chunk,
+    lookup,
+    sse,
+    user,
+    weather,
+)
+from conftest import SENTINEL_KEY
+from fake_mistral import chat_completion, chat_stream_events
+from llm.parts import (
+    Message,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+
+from _llm_mistral_suite.errors import MistralSuiteError, StreamCutError
+from _llm_mistral_suite.wire import strict_schema, wire_tool_call_id
+
+# --- translation -----------------------------------------------------------------------------------
+
+
+def test_roles_and_text_messages():
+    body = build("mistral-large", [
+        Message(role="system", parts=[TextPart(text="Be brief.")]),
+        user("first"),
+        Message(role="assistant", parts=[TextPart(text="one")]),
+        user("second"),
+    ])  # fmt: skip
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "one"},
+        {"role": "user", "content": "second"},
+    ]
+    assert body["model"] == "mistral-large-latest" and "stream" not in body
+
+
+def test_image_attachment_is_a_data_uri_chunk():
+    body = build("mistral-large", [user("What is this?", llm.Attachment(type="image/png", content=PNG))])
+    text, image = body["messages"][0]["content"]
+    assert text == {"type": "text", "text": "What is this?"}
+    assert image["type"] == "image_url"
+    url = image["image_url"]["url"] if isinstance(image["image_url"], dict) else image["image_url"]
+    assert url == "data:image/png;base64," + base64.b64encode(PNG).decode()
+
+
+def test_audio_attachment_is_input_audio():
+    audio = b"ID3\x03\x00fake mp3 bytes"
+    body = build("voxtral-small", [user("Transcribe", llm.Attachment(type="audio/mpeg", content=audio))])
+    assert body["messages"][0]["content"][1] == {"type": "input_audio",
+                                                 "input_audio": base64.b64encode(audio).decode()}
+
+
+def test_reasoning_parts_are_replayed_as_thinking_chunks():
+    body = build("magistral-small", [
+        user("What is 17 times 19?"),
+        Message(role="assistant", parts=[
+            ReasoningPart(text="17 x 20 = 340, minus 17 ", provider_metadata={"mistral": {"signature": "sig-1"}}),
+            TextPart(text="323"),
+        ]),
+        user("Plus one?"),
+    ])  # fmt: skip
+    assert body["messages"][1] == {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "17 x 20 = 340, minus 17 "}], "signature": "sig-1"},
+        {"type": "text", "text": "323"},
+    ]}  # fmt: skip
+
+
+def test_redacted_reasoning_is_not_replayed():
+    body = build("magistral-small", [
+        user("q"), Message(role="assistant", parts=[ReasoningPart(text="", redacted=True), TextPart(text="a")]),
+        user("again"),
+    ])  # fmt: skip
+    assert body["messages"][1] == {"role": "assistant", "content": "a"}
+
+
+def test_tool_call_ids_map_to_nine_alnum_chars_consistently():
+    llm_ids = ["tc_01jzq8m4x5y6z7a8b9c0d1e2f3", "call_abc-123"]
+    body = build("mistral-large", [
+        user("use the tools"),
+        Message(role="assistant", parts=[
+            ToolCallPart(name="lookup", arguments={"q": "x"}, tool_call_id=llm_ids[0]),
+            ToolCallPart(name="weather", arguments={"city": "Paris"}, tool_call_id=llm_ids[1]),
+        ]),
+        Message(role="tool", parts=[
+            ToolResultPart(name="lookup", output="found x", tool_call_id=llm_ids[0]),
+            ToolResultPart(name="weather", output="", tool_call_id=llm_ids[1], exception="ValueError: no city"),
+        ]),
+    ], tools=[llm.Tool.function(lookup), llm.Tool.function(weather)])  # fmt: skip
+    assistant, tool_a, tool_b = body["messages"][1:]
+    ids = [call["id"] for call in assistant["tool_calls"]]
+    assert all(WIRE_ID.fullmatch(i) for i in ids) and len(set(ids)) == 2
+    assert [tool_a["tool_call_id"], tool_b["tool_call_id"]] == ids
+    assert assistant["tool_calls"][0]["function"] == {"name": "lookup", "arguments": '{"q": "x"}'}
+    assert json.loads(assistant["tool_calls"][1]["function"]["arguments"]) == {"city": "Paris"}
+    assert (tool_a["role"], tool_a["name"], tool_a["content"]) == ("tool", "lookup", "found x")
+    assert tool_b["name"] == "weather" and "no city" in tool_b["content"]
+    # `name` is only allowed on tool messages.
+    assert [m["role"] for m in body["messages"] if "name" in m] == ["tool", "tool"]
+    # The mapping is stable (the same llm id always gives the same wire id) and keeps valid ids.
+    assert wire_tool_call_id(llm_ids[0]) == ids[0]
+    assert wire_tool_call_id("D681PevKs") == "D681PevKs"
+    assert WIRE_ID.fullmatch(wire_tool_call_id(None))
+    assert WIRE_ID.fullmatch(wire_tool_call_id("ab\u00e9cdefgh"))  # 9 chars but not ASCII alnum
+
+
+def test_tool_definitions():
+    body = build("mistral-large", [user("hi")], tools=[llm.Tool.function(lookup)])
+    assert body["tools"] == [{"type": "function", "function": {
+        "name": "lookup", "description": "Look something up.",
+        "parameters": {"properties": {"q": {"type": "string"}}, "required": ["q"], "type": "object"}}}]
+
+
+# --- schemas ---------------------------------------------------------------------------------------
+
+NESTED_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "address": {"type": "object", "properties": {
+            "street": {"type": "string"},
+            "geo": {"type": "object", "properties": {"lat": {"type": "number"}}},
+        }},
+        "pets": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}}}},
+        "maybe": {"anyOf": [{"type": "object", "properties": {"a": {"type": "string"}}}, {"type": "null"}]},
+        "friend": {"$ref": "#/$defs/Person"},
+    },
+    "$defs": {"Person": {"type": "object", "properties": {"nick": {"type": "string"}}}},
+    "required": ["name"],
+}  # fmt: skip
+
+
+def _objects(schema: Any, path: str = "") -> list[tuple[str, dict]]:
+    """Every object schema in ``schema`` (schema positions only, not property maps)."""
+    found = []
+    if isinstance(schema, dict):
+        if schema.get("type") == "object":
+            found.append((path or "/", schema))
+        for keyword, value in schema.items():
+            if keyword in ("properties", "$defs", "definitions") and isinstance(value, dict):
+                for name, sub in value.items():
+                    found += _objects(sub, f"{path}/{keyword}/{name}")
+            elif keyword in ("items", "additionalProperties", "not"):
+                found += _objects(value, f"{path}/{keyword}")
+            elif keyword in ("anyOf", "oneOf", "allOf", "prefixItems"):
+                for i, sub in enumerate(value):
+                    found += _objects(sub, f"{path}/{keyword}/{i}")
+    return found
+
+
+def test_strict_schema_closes_every_object():
+    original = json.loads(json.dumps(NESTED_SCHEMA))
+    strict = strict_schema(NESTED_SCHEMA)
+    objects = _objects(strict)
+    assert len(objects) == 6
+    assert {path: obj.get("additionalProperties") for path, obj in objects} == {path: False for path, _ in objects}
+    assert NESTED_SCHEMA == original  # the caller's schema is not modified
+    assert strict["properties"]["name"] == {"type": "string"}
+
+
+def test_strict_schema_leaves_property_named_properties_alone():
+    schema = {"type": "object", "properties": {"properties": {"type": "string"}, "type": {"type": "string"}}}
+    strict = strict_schema(schema)
+    assert strict == {"type": "object", "additionalProperties": False,
+                      "properties": {"properties": {"type": "string"}, "type": {"type": "string"}}}
+
+
+def test_schema_becomes_strict_json_schema_response_format(mock, key):
+    schema = llm.schema_dsl("name, age int, address: street, city")
+    body = build("mistral-large", [user("invent a person")], schema=NESTED_SCHEMA)
+    response_format = body["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["strict"] is True and response_format["json_schema"]["name"]
+    assert response_format["json_schema"]["schema"] == strict_schema(NESTED_SCHEMA)
+    body = build("mistral-large", [user("invent a person")], schema=schema)
+    assert body["response_format"]["json_schema"]["schema"]["additionalProperties"] is False
+
+
+# --- decoding replies ------------------------------------------------------------------------------
+
+
+def test_stream_without_finish_reason_is_cut(mock, key):
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS,
+                      content=sse(chunk({"role": "assistant", "content": ""}), chunk({"content": "Hello wo"})))
+    response = llm.get_model("mistral-large").prompt("hi")
+    seen = []
+    with pytest.raises(StreamCutError, match="ended before it was finished"):
+        for piece in response:
+            seen.append(piece)
+    assert seen == ["Hello wo"]
+    assert len(mock.get_requests()) == 1  # text reached the user: no retry
+
+
+def test_stream_without_done_but_finished_is_fine(mock, key):
+    events = chat_stream_events(["Hel", "lo"])
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(*events, done=False))
+    assert llm.get_model("mistral-large").prompt("hi").text() == "Hello"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("{not json", "malformed stream chunk"),
+    ('{"id": "x", "object": "chat.completion.chunk"}', "malformed stream chunk"),
+    ("[1, 2]", "malformed stream chunk"),
+    ('{"object": "error", "message": "Service overloaded mid-stream"}', "error mid-stream: Service overloaded"),
+])  # fmt: skip
+def test_malformed_or_error_chunk_is_a_clear_error(mock, key, bad, match):
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(chunk({"content": "Hi"}), bad))
+    with pytest.raises(MistralSuiteError, match=match):
+        llm.get_model("mistral-large").prompt("hi").text()
+    assert len(mock.get_requests()) == 1
+
+
+def test_finish_reason_error_is_an_error(mock, key):
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(*chat_stream_events(["Hi"], finish_reason="error")))
+    with pytest.raises(MistralSuiteError, match="stopped the reply with an error"):
+        llm.get_model("mistral-large").prompt("hi").text()
+
+
+def test_tool_call_arguments_accumulate_by_index(mock, key):
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"tool_calls": [{"index": 0, "id": "AAAAAAAA1", "function": {"name": "lookup", "arguments": '{"q": '}}]}),
+        chunk({"tool_calls": [{"index": 1, "id": "BBBBBBBB2", "function": {"name": "weather", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"ab'}}]}),
+        chunk({"tool_calls": [{"index": 1, "function": {"arguments": {"city": "Paris"}}}]}),  # an object, not a string
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'c"}'}}]}, "tool_calls"),
+    ))  # fmt: skip
+    response = llm.get_model("mistral-large").prompt("hi", tools=[lookup, weather])
+    events = list(response.stream_events())
+    calls = response.tool_calls()
+    assert [(c.name, c.arguments, c.tool_call_id) for c in calls] == [
+        ("lookup", {"q": "abc"}, "AAAAAAAA1"), ("weather", {"city": "Paris"}, "BBBBBBBB2")]
+    assert [e.tool_name for e in events if e.type == "tool_call_name"] == ["lookup", "weather"]
+
+
+def test_tool_call_without_id_gets_a_wire_id(mock, key):
+    mock.add_response(url=CHAT_URL, json=chat_completion(
+        "", finish_reason="tool_calls",
+        tool_calls=[{"type": "function", "function": {"name": "lookup", "arguments": {"q": "z"}}}]))
+    response = llm.get_model("mistral-large").prompt("hi", tools=[lookup], stream=False)
+    [call] = response.tool_calls()
+    assert WIRE_ID.fullmatch(call.tool_call_id) and call.arguments == {"q": "z"}
+
+
+def test_tool_call_with_invalid_json_arguments(mock, key):
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(
+        chunk({"tool_calls": [{"index": 0, "id": "AAAAAAAA1", "function": {"name": "lookup", "arguments": "{oops"}}]},
+              "tool_calls")))
+    with pytest.raises(MistralSuiteError, match="lookup.*not JSON"):
+        llm.get_model("mistral-large").prompt("hi", tools=[lookup]).text()
+
+
+def test_usage_with_cached_tokens_and_resolved_model(mock, key):
+    usage = {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105,
+             "prompt_tokens_details": {"cached_tokens": 64}}
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(*chat_stream_events(["Hi", "!"], usage=usage)))
+    response = llm.get_model("mistral-large").prompt("hi")
+    assert response.text() == "Hi!"
+    assert response.usage() == llm.models.Usage(input=100, output=5, details={"cached_tokens": 64})
+    assert response.resolved_model == "mistral-large-2512"
+    assert response.response_json["finish_reason"] == "stop"
+    assert SENTINEL_KEY not in json.dumps(response.response_json)
+
+
+def test_non_streamed_usage(mock, key):
+    mock.add_response(url=CHAT_URL, json=chat_completion("fine", model="mistral-large-latest", usage={
+        "prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}))
+    response = llm.get_model("mistral-large").prompt("hi", stream=False)
+    assert response.text() == "fine"
+    assert (response.usage().input, response.usage().output) == (7, 1)
+    assert response.resolved_model is None  # the model answered under the requested name
+
+
+def test_recorded_reasoning_stream_gives_answer_and_reasoning(mock, key, recorded):
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=(recorded / "magistral-high-stream.sse").read_bytes())
+    response = llm.get_model("magistral-small").prompt("What is 17 times 19? Answer briefly.",
+                                                       reasoning_effort="high")
+    events = list(response.stream_events())
+    assert response.text() == "323"
+    reasoning = "".join(e.chunk for e in events if e.type == "reasoning")
+    assert reasoning.startswith("Okay, the user is asking for the product of 17 and 19")
+    assert "323" not in "".join(e.chunk for e in events if e.type == "text").replace("323", "", 1)
+    [message] = response.messages()
+    assert [type(p).__name__ for p in message.parts] == ["ReasoningPart", "TextPart"]
+
+
+def test_recorded_reasoning_completion(mock, key, recorded):
+    mock.add_response(url=CHAT_URL, content=(recorded / "magistral-high-completion.json").read_bytes())
+    response = llm.get_model("magistral-small").prompt("q", stream=False)
+    assert response.text() == "323"
+    [message] = response.messages()
+    assert message.parts[0].text.startswith("I need to calculate 17 multiplied by 19")
+    assert response.usage().input == 28
