@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import os
 import pathlib
 import string
+import tempfile
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 import gguf
 
 __all__ = [
-    "MISTRAL_V3_TEMPLATE", "MISTRAL_V1_HF_TEMPLATE", "DEFAULT_WORDS", "write_tiny_gguf", "write_tiny_mamba2_gguf",
+    "MISTRAL_V3_TEMPLATE", "MISTRAL_V1_HF_TEMPLATE", "DEFAULT_WORDS", "MISTRAL_TOKENIZER_FILES",
+    "mistral_tokenizer_file", "write_tiny_gguf", "write_tiny_mamba2_gguf", "write_mistral_vocab_gguf",
 ]  # fmt: skip
 
 # Mistral v3 instruct style ([INST]/[/INST] are control tokens): one BOS, the system prompt(s) are
@@ -112,6 +117,14 @@ def _vocabulary(words: list[str], fim_tokens: bool = False) -> tuple[list[str], 
     return tokens, scores, [int(t) for t in types], emit
 
 
+# The tokenizer files that mistral-common ships in mistral_common/data/ (MistralTokenizer.v3() and
+# MistralTokenizer.v3(is_tekken=True) load these two): Mistral 7B v0.3's SentencePiece vocabulary (32768
+# tokens, also Codestral Mamba's) and Mistral Nemo's tekken vocabulary (131072 tokens).
+MISTRAL_TOKENIZER_FILES: dict[str, str] = {
+    "v3": "mistral_instruct_tokenizer_240323.model.v3",
+    "tekken": "tekken_240718.json",
+}
+
 _CONST = 0  # the reserved constant embedding dimension: no layer writes to it
 
 _FILE_TYPES = {
@@ -119,6 +132,11 @@ _FILE_TYPES = {
     "f16": gguf.LlamaFileType.MOSTLY_F16,
     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
 }
+
+
+def mistral_tokenizer_file(kind: Literal["v3", "tekken"]) -> pathlib.Path:
+    """The installed mistral-common's tokenizer file for ``kind`` (ImportError without mistral-common)."""
+    return pathlib.Path(str(importlib.resources.files("mistral_common") / "data" / MISTRAL_TOKENIZER_FILES[kind]))
 
 
 def _file_type(dtype: str) -> gguf.LlamaFileType:
@@ -397,3 +415,123 @@ def write_tiny_mamba2_gguf(
     _finish(writer)
     return path
 
+
+class _RealVocab(NamedTuple):
+    model: str  # tokenizer.ggml.model
+    tokens: list[bytes]
+    scores: list[float]
+    types: list[int]
+    merges: list[str] | None  # BPE (tekken) only
+    bos: int
+    eos: int
+    unk: int
+    pad: int
+    emit: np.ndarray  # NORMAL tokens that are whole UTF-8 text on their own
+
+
+@functools.cache
+def _real_vocab(kind: Literal["v3", "tekken"]) -> _RealVocab:
+    """Read mistral-common's ``kind`` tokenizer through gguf's ``MistralVocab``, as llama.cpp's converter
+    does for Mistral-format checkpoints (it picks the file by name from a model directory)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (pathlib.Path(tmp) / ("tekken.json" if kind == "tekken" else "tokenizer.model.v3")).symlink_to(
+            mistral_tokenizer_file(kind)
+        )
+        vocab = gguf.MistralVocab(pathlib.Path(tmp))
+    tokens, scores, types = (list(column) for column in zip(*vocab.all_tokens()))
+    emit = np.array(types) == gguf.TokenType.NORMAL
+    merges = None
+    if vocab.tokenizer_type == gguf.MistralTokenizerType.tekken:
+        merges = vocab.extract_vocab_merges_from_model()
+        # BPE token texts spell bytes with GPT-2's byte-to-unicode map; single bytes 0x80-0xFF and other
+        # partial UTF-8 sequences are not text on their own.
+        byte_of = {c: b for b, c in gguf.vocab.bytes_to_unicode().items()}
+
+        def whole(text: bytes) -> bool:
+            try:
+                bytes(byte_of[c] for c in text.decode()).decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+            return True
+
+        emit &= np.array([whole(token) for token in tokens])
+    return _RealVocab(
+        vocab.gguf_tokenizer_model, tokens, scores, [int(t) for t in types], merges,
+        vocab.bos_id, vocab.eos_id, vocab.unk_id, vocab.pad_id, emit,
+    )  # fmt: skip
+
+
+def write_mistral_vocab_gguf(
+    path: str | os.PathLike[str],
+    tokenizer: Literal["v3", "tekken"],
+    *,
+    arch: Literal["llama", "mamba2"] = "llama",
+    add_space_prefix: bool | None = None,
+    chat_template: str | None = None,
+    n_embd: int = 32,
+    n_layer: int = 1,
+    context_length: int = 4096,
+    dtype: str = "f16",
+    seed: int = 0,
+) -> pathlib.Path:
+    """Write a random-weight GGUF carrying one of Mistral's real vocabularies, for token-id checks.
+
+    ``tokenizer`` "v3" is Mistral 7B v0.3's SentencePiece vocabulary (also Codestral Mamba's): 32768
+    tokens, ``tokenizer.ggml.model`` "llama", ``<unk>`` typed UNKNOWN, ids 1-750 (``<s>``, ``</s>``,
+    ``[INST]``, ... ``[control_N]``) CONTROL, ``<0x00>``-``<0xFF>`` (ids 771-1026) BYTE. It needs mistral-common's
+    optional ``sentencepiece`` package. "tekken" is Mistral Nemo's: 131072 tokens, model "gpt2" with
+    pre-tokenizer "tekken" and the BPE merges, its first 1000 (special) tokens CONTROL. Both are read from
+    ``MISTRAL_TOKENIZER_FILES`` with gguf's ``MistralVocab``, as llama.cpp's converter does; bos 1, eos 2,
+    unk 0, pad as MistralVocab says (v3: eos, tekken: 11 ``<pad>``), add_bos true, add_eos false.
+    ``add_space_prefix`` (v3 only) writes ``tokenizer.ggml.add_space_prefix``; None leaves it out, and
+    llama.cpp then defaults to true for SPM vocabularies.
+    ``arch`` "llama" has 2 heads (1 KV head) and n_ff 2*n_embd; "mamba2" has d_inner 2*n_embd, head_dim
+    16, d_state 16 and 1 group. As in ``write_tiny_gguf``, only whole-text NORMAL tokens are ever sampled
+    (never EOS, control, byte or partial-UTF-8 tokens). Same arguments, same bytes.
+    """
+    if tokenizer not in MISTRAL_TOKENIZER_FILES:
+        raise ValueError(f"tokenizer must be 'v3' or 'tekken', not {tokenizer!r}")
+    if arch not in ("llama", "mamba2"):
+        raise ValueError(f"arch must be 'llama' or 'mamba2', not {arch!r}")
+    if add_space_prefix is not None and tokenizer != "v3":
+        raise ValueError("add_space_prefix applies to the SentencePiece (v3) vocabulary only")
+    file_type = _file_type(dtype)
+    path = pathlib.Path(path)
+    vocab = _real_vocab(tokenizer)
+    n_vocab = len(vocab.tokens)
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_name(f"tiny-{arch}-{tokenizer}")
+    writer.add_file_type(file_type)
+    llama_dims = dict(n_embd=n_embd, n_layer=n_layer, n_ff=2 * n_embd, n_head=2, n_head_kv=1)
+    mamba2_dims = dict(n_embd=n_embd, n_layer=n_layer, d_inner=2 * n_embd, d_state=16, n_group=1, head_dim=16,
+                       d_conv=4)  # fmt: skip
+    if arch == "llama":
+        _llama_hparams(writer, context_length=context_length, n_vocab=n_vocab, **llama_dims)
+    else:
+        _mamba2_hparams(writer, context_length=context_length, n_vocab=n_vocab, **mamba2_dims)
+    writer.add_tokenizer_model(vocab.model)
+    if vocab.merges is not None:
+        writer.add_tokenizer_pre("tekken")
+        writer.add_token_merges(vocab.merges)
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_scores(vocab.scores)
+    writer.add_token_types(vocab.types)
+    writer.add_bos_token_id(vocab.bos)
+    writer.add_eos_token_id(vocab.eos)
+    writer.add_unk_token_id(vocab.unk)
+    writer.add_pad_token_id(vocab.pad)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    if add_space_prefix is not None:
+        writer.add_add_space_prefix(add_space_prefix)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+    t = _Tensors(writer, dtype, seed)
+    t.embedding(n_vocab, n_embd)
+    if arch == "llama":
+        _llama_layers(t, moe=False, n_expert=0, **llama_dims)
+    else:
+        _mamba2_layers(t, **mamba2_dims)
+    t.head(vocab.emit, n_embd)
+    _finish(writer)
+    return path
