@@ -4,7 +4,8 @@ import gguf
 import pytest
 
 from gguf_factory import (
-    DEFAULT_WORDS, MISTRAL_V1_HF_TEMPLATE, MISTRAL_V3_TEMPLATE, write_tiny_gguf, write_tiny_mamba2_gguf,
+    DEFAULT_WORDS, MISTRAL_V1_HF_TEMPLATE, MISTRAL_V3_TEMPLATE, write_mistral_vocab_gguf, write_tiny_gguf,
+    write_tiny_mamba2_gguf,
 )  # fmt: skip
 
 
@@ -182,3 +183,14 @@ def test_mamba2_second_prompt_extends_or_reevaluates(mamba2_path, capsys):
     calls_, log = second(diverging[:-1])  # a strict prefix of the state: the whole prompt again too
     assert calls_ == [6, 1, 1, 1]
     assert "re-evaluating full prompt" in log
+
+
+def test_mistral_vocab_gguf_checks_arguments(tmp_path):
+    """(Checked before mistral-common is needed; the files themselves are tested in test_tokenizer_oracle.)"""
+    with pytest.raises(ValueError, match="add_space_prefix"):
+        write_mistral_vocab_gguf(tmp_path / "t.gguf", "tekken", add_space_prefix=True)
+    with pytest.raises(ValueError, match="arch"):
+        write_mistral_vocab_gguf(tmp_path / "t.gguf", "v3", arch="mixtral")
+    with pytest.raises(ValueError, match="tokenizer"):
+        write_mistral_vocab_gguf(tmp_path / "t.gguf", "v7")
+    assert not (tmp_path / "t.gguf").exists()
