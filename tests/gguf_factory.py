@@ -383,8 +383,9 @@ def write_tiny_mamba2_gguf(
 
     Same vocabulary, template, ``fim_tokens``, ``dtype`` and constant-dimension trick as ``write_tiny_gguf``
     (only whole ``▁word`` tokens are ever sampled; temperature 0 is deterministic), with Mamba-2 mixer
-    blocks instead of attention + feed-forward. Codestral Mamba 7B has n_embd 4096, n_layer 64,
-    d_inner 8192, d_state 128, n_group 8, head_dim 64 (so 128 SSM heads, ``ssm.time_step_rank``), d_conv 4.
+    blocks instead of attention + feed-forward. Codestral Mamba 7B (transformers' Mamba2Config defaults)
+    has n_embd 4096, n_layer 64, d_inner 8192, d_state 128, n_group 8, head_dim 64 (so 128 SSM heads,
+    written as ``ssm.time_step_rank``), d_conv 4 and the v3 SentencePiece vocabulary.
     The per-layer tensors (numpy shapes; ggml's are reversed) are ``ssm_in`` (2*d_inner + 2*n_group*d_state
     + n_heads, n_embd), ``ssm_conv1d.weight`` (d_inner + 2*n_group*d_state, d_conv) in F32 and its bias,
     ``ssm_dt.bias`` (n_heads,), ``ssm_a`` and ``ssm_d`` (n_heads, 1), ``ssm_norm.weight``
