@@ -1,16 +1,23 @@
-"""Write tiny random-weight Mistral/Mixtral-style GGUF models that real llama.cpp can load, for tests."""
+"""Write tiny random-weight Mistral/Mixtral/Mamba-2-style GGUF models that real llama.cpp can load, for tests."""
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import os
 import pathlib
 import string
+import tempfile
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 import gguf
 
-__all__ = ["MISTRAL_V3_TEMPLATE", "MISTRAL_V1_HF_TEMPLATE", "DEFAULT_WORDS", "write_tiny_gguf"]
+__all__ = [
+    "MISTRAL_V3_TEMPLATE", "MISTRAL_V1_HF_TEMPLATE", "DEFAULT_WORDS", "MISTRAL_TOKENIZER_FILES",
+    "mistral_tokenizer_file", "write_tiny_gguf", "write_tiny_mamba2_gguf", "write_mistral_vocab_gguf",
+]  # fmt: skip
 
 # Mistral v3 instruct style ([INST]/[/INST] are control tokens): one BOS, the system prompt(s) are
 # prepended to the LAST user message, "</s>" after each assistant turn, user/assistant must alternate.
@@ -110,6 +117,194 @@ def _vocabulary(words: list[str], fim_tokens: bool = False) -> tuple[list[str], 
     return tokens, scores, [int(t) for t in types], emit
 
 
+# The tokenizer files that mistral-common ships in mistral_common/data/ (MistralTokenizer.v3() and
+# MistralTokenizer.v3(is_tekken=True) load these two): Mistral 7B v0.3's SentencePiece vocabulary (32768
+# tokens, also Codestral Mamba's) and Mistral Nemo's tekken vocabulary (131072 tokens).
+MISTRAL_TOKENIZER_FILES: dict[str, str] = {
+    "v3": "mistral_instruct_tokenizer_240323.model.v3",
+    "tekken": "tekken_240718.json",
+}
+
+_CONST = 0  # the reserved constant embedding dimension: no layer writes to it
+
+_FILE_TYPES = {
+    "f32": gguf.LlamaFileType.ALL_F32,
+    "f16": gguf.LlamaFileType.MOSTLY_F16,
+    "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+}
+
+
+def mistral_tokenizer_file(kind: Literal["v3", "tekken"]) -> pathlib.Path:
+    """The installed mistral-common's tokenizer file for ``kind`` (ImportError without mistral-common)."""
+    return pathlib.Path(str(importlib.resources.files("mistral_common") / "data" / MISTRAL_TOKENIZER_FILES[kind]))
+
+
+def _file_type(dtype: str) -> gguf.LlamaFileType:
+    if dtype not in _FILE_TYPES:
+        raise ValueError(f"dtype must be 'f32', 'f16' or 'q8_0', not {dtype!r}")
+    return _FILE_TYPES[dtype]
+
+
+class _Tensors:
+    """Adds tensors to ``writer``: matrices in ``dtype``, the rest (``f32``) in F32; random ones from ``seed``.
+
+    numpy shapes are ggml shapes reversed: a (rows=out, cols=in) array is ggml (in, out).
+    """
+
+    def __init__(self, writer: gguf.GGUFWriter, dtype: str, seed: int) -> None:
+        self.writer = writer
+        self.rng = np.random.default_rng(seed)
+        self.np_dtype = np.float16 if dtype == "f16" else np.float32
+        self.qtype = gguf.GGMLQuantizationType.Q8_0 if dtype == "q8_0" else None
+
+    def rand(self, *shape: int, scale: float) -> np.ndarray:
+        return self.rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
+
+    def matrix(self, name: str, arr: np.ndarray) -> None:
+        if self.qtype is None:
+            self.writer.add_tensor(name, arr.astype(self.np_dtype, copy=False))
+        else:
+            self.writer.add_tensor(name, gguf.quants.quantize(arr, self.qtype), raw_dtype=self.qtype)
+
+    def f32(self, name: str, arr: np.ndarray) -> None:
+        self.writer.add_tensor(name, np.asarray(arr, dtype=np.float32))
+
+    def embedding(self, n_vocab: int, n_embd: int) -> None:
+        embd = self.rand(n_vocab, n_embd, scale=1.0)
+        embd[:, _CONST] = 1.0
+        self.matrix("token_embd.weight", embd)
+
+    def head(self, emit: np.ndarray, n_embd: int) -> None:
+        """Output norm and output: only tokens where ``emit`` is True can ever be sampled."""
+        self.f32("output_norm.weight", np.ones(n_embd))
+        out = self.rand(len(emit), n_embd, scale=3.0 * n_embd**-0.5)
+        out[:, _CONST] = 0.0
+        mute = ~emit
+        out[mute, :] = 0.0
+        out[mute, _CONST] = -1000.0  # logit = -1000 * (positive normalised constant): never sampled
+        self.matrix("output.weight", out)
+
+
+def _finish(writer: gguf.GGUFWriter) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _add_toy_vocab(
+    writer: gguf.GGUFWriter, tokens: list[str], scores: list[float], types: list[int], chat_template: str | None
+) -> None:
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+
+
+def _llama_hparams(
+    writer: gguf.GGUFWriter, *, context_length: int, n_embd: int, n_layer: int, n_ff: int, n_head: int,
+    n_head_kv: int, n_vocab: int,
+) -> None:  # fmt: skip
+    if n_embd % n_head or n_head % n_head_kv:
+        raise ValueError("n_embd must divide by n_head, and n_head by n_head_kv")
+    writer.add_context_length(context_length)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_rope_freq_base(1_000_000.0)
+    writer.add_vocab_size(n_vocab)
+
+
+def _llama_layers(
+    t: _Tensors, *, n_embd: int, n_layer: int, n_ff: int, n_head: int, n_head_kv: int, moe: bool, n_expert: int
+) -> None:
+    """Attention and (MoE) feed-forward blocks whose outputs leave dimension ``_CONST`` alone."""
+    n_embd_kv = n_embd // n_head * n_head_kv
+    for i in range(n_layer):
+        blk = f"blk.{i}"
+        t.f32(f"{blk}.attn_norm.weight", np.ones(n_embd))
+        t.matrix(f"{blk}.attn_q.weight", t.rand(n_embd, n_embd, scale=n_embd**-0.5))
+        t.matrix(f"{blk}.attn_k.weight", t.rand(n_embd_kv, n_embd, scale=n_embd**-0.5))
+        t.matrix(f"{blk}.attn_v.weight", t.rand(n_embd_kv, n_embd, scale=n_embd**-0.5))
+        attn_out = t.rand(n_embd, n_embd, scale=n_embd**-0.5)
+        attn_out[_CONST, :] = 0.0
+        t.matrix(f"{blk}.attn_output.weight", attn_out)
+        t.f32(f"{blk}.ffn_norm.weight", np.ones(n_embd))
+        if moe:
+            t.f32(f"{blk}.ffn_gate_inp.weight", t.rand(n_expert, n_embd, scale=n_embd**-0.5))
+            t.matrix(f"{blk}.ffn_gate_exps.weight", t.rand(n_expert, n_ff, n_embd, scale=n_embd**-0.5))
+            t.matrix(f"{blk}.ffn_up_exps.weight", t.rand(n_expert, n_ff, n_embd, scale=n_embd**-0.5))
+            down = t.rand(n_expert, n_embd, n_ff, scale=n_ff**-0.5)
+            down[:, _CONST, :] = 0.0
+            t.matrix(f"{blk}.ffn_down_exps.weight", down)
+        else:
+            t.matrix(f"{blk}.ffn_gate.weight", t.rand(n_ff, n_embd, scale=n_embd**-0.5))
+            t.matrix(f"{blk}.ffn_up.weight", t.rand(n_ff, n_embd, scale=n_embd**-0.5))
+            down = t.rand(n_embd, n_ff, scale=n_ff**-0.5)
+            down[_CONST, :] = 0.0
+            t.matrix(f"{blk}.ffn_down.weight", down)
+
+
+def _mamba2_hparams(
+    writer: gguf.GGUFWriter, *, context_length: int, n_embd: int, n_layer: int, d_inner: int, d_state: int,
+    n_group: int, head_dim: int, d_conv: int, n_vocab: int,
+) -> None:  # fmt: skip
+    if d_inner % head_dim or d_inner % n_group:
+        raise ValueError("d_inner must divide by head_dim and by n_group")
+    writer.add_context_length(context_length)
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(0)  # unused by Mamba-2; llama.cpp's converter writes 0 too
+    writer.add_head_count(0)  # likewise
+    writer.add_block_count(n_layer)
+    writer.add_ssm_conv_kernel(d_conv)
+    writer.add_ssm_inner_size(d_inner)
+    writer.add_ssm_state_size(d_state)
+    writer.add_ssm_time_step_rank(d_inner // head_dim)  # the number of SSM heads
+    writer.add_ssm_group_count(n_group)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+
+
+def _mamba2_layers(
+    t: _Tensors, *, n_embd: int, n_layer: int, d_inner: int, d_state: int, n_group: int, head_dim: int, d_conv: int
+) -> None:
+    """Mamba-2 mixer blocks (shapes as llama.cpp's LLM_ARCH_MAMBA2 loader wants) whose outputs leave
+    dimension ``_CONST`` alone. Tensor names come from gguf's tables."""
+    n_head = d_inner // head_dim
+    conv_dim = d_inner + 2 * n_group * d_state  # x, B and C go through the convolution
+    d_in_proj = d_inner + conv_dim + n_head  # z, then x B C, then dt
+
+    def name(tensor: gguf.MODEL_TENSOR, bid: int, suffix: str = ".weight") -> str:
+        return gguf.TENSOR_NAMES[tensor].format(bid=bid) + suffix
+
+    T = gguf.MODEL_TENSOR
+    for i in range(n_layer):
+        t.f32(name(T.ATTN_NORM, i), np.ones(n_embd))
+        t.matrix(name(T.SSM_IN, i), t.rand(d_in_proj, n_embd, scale=n_embd**-0.5))
+        # ggml_ssm_conv on the CPU reads the kernel as F32, whatever the dtype of the matrices
+        t.f32(name(T.SSM_CONV1D, i), t.rand(conv_dim, d_conv, scale=d_conv**-0.5))
+        t.f32(name(T.SSM_CONV1D, i, ".bias"), np.zeros(conv_dim))
+        dt = t.rng.uniform(1e-3, 1e-1, n_head)
+        t.f32(name(T.SSM_DT, i, ".bias"), np.log(np.expm1(dt)))  # softplus(bias) = dt, as Mamba-2 inits
+        t.f32(name(T.SSM_A, i, ""), -t.rng.uniform(1.0, 16.0, (n_head, 1)))  # A = -exp(A_log) < 0
+        t.f32(name(T.SSM_D, i, ""), np.ones((n_head, 1)))
+        t.f32(name(T.SSM_NORM, i), np.ones((n_group, d_inner // n_group)))
+        out = t.rand(n_embd, d_inner, scale=d_inner**-0.5)
+        out[_CONST, :] = 0.0
+        t.matrix(name(T.SSM_OUT, i), out)
+
+
 def write_tiny_gguf(
     path: str | os.PathLike[str],
     *,
@@ -142,104 +337,202 @@ def write_tiny_gguf(
     tokens ``[PREFIX]``/``[SUFFIX]``/``[MIDDLE]`` (ids 5/6/7, after ``[/INST]``; the byte tokens and words
     move up by 3). Returns the path as a ``pathlib.Path``.
     """
-    if n_embd % n_head or n_head % n_head_kv:
-        raise ValueError("n_embd must divide by n_head, and n_head by n_head_kv")
-    if dtype not in ("f32", "f16", "q8_0"):
-        raise ValueError(f"dtype must be 'f32', 'f16' or 'q8_0', not {dtype!r}")
+    file_type = _file_type(dtype)
     if moe and not 0 < n_expert_used <= n_expert:
         raise ValueError("need 0 < n_expert_used <= n_expert")
     path = pathlib.Path(path)
-    rng = np.random.default_rng(seed)
     tokens, scores, types, emit = _vocabulary(DEFAULT_WORDS if words is None else list(words), fim_tokens)
-    n_vocab = len(tokens)
-    head_dim = n_embd // n_head
-    n_embd_kv = head_dim * n_head_kv
-    const = 0  # the reserved constant embedding dimension
-
-    if dtype == "f32":
-        np_dtype, qtype, file_type = np.float32, None, gguf.LlamaFileType.ALL_F32
-    elif dtype == "f16":
-        np_dtype, qtype, file_type = np.float16, None, gguf.LlamaFileType.MOSTLY_F16
-    else:
-        np_dtype, qtype, file_type = np.float32, gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0
-
-    def rand(*shape: int, scale: float) -> np.ndarray:
-        return rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
-
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_name("tiny-mixtral" if moe else "tiny-mistral")
     writer.add_file_type(file_type)
-    writer.add_context_length(context_length)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head_kv)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(1_000_000.0)
-    writer.add_vocab_size(n_vocab)
+    _llama_hparams(
+        writer, context_length=context_length, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff, n_head=n_head,
+        n_head_kv=n_head_kv, n_vocab=len(tokens),
+    )  # fmt: skip
     if moe:
         writer.add_expert_count(n_expert)
         writer.add_expert_used_count(n_expert_used)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_unk_token_id(0)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
+    _add_toy_vocab(writer, tokens, scores, types, chat_template)
+    t = _Tensors(writer, dtype, seed)
+    t.embedding(len(tokens), n_embd)
+    _llama_layers(t, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv, moe=moe,
+                  n_expert=n_expert)  # fmt: skip
+    t.head(np.array(emit), n_embd)
+    _finish(writer)
+    return path
+
+
+def write_tiny_mamba2_gguf(
+    path: str | os.PathLike[str],
+    *,
+    n_embd: int = 64,
+    n_layer: int = 2,
+    d_inner: int = 128,
+    d_state: int = 16,
+    n_group: int = 2,
+    head_dim: int = 16,
+    d_conv: int = 4,
+    context_length: int = 2048,
+    chat_template: str | None = MISTRAL_V3_TEMPLATE,
+    seed: int = 0,
+    words: list[str] | None = None,
+    dtype: str = "f16",
+    fim_tokens: bool = False,
+) -> pathlib.Path:
+    """Write a random-weight Mamba-2 GGUF (architecture ``mamba2``, like Codestral Mamba) to ``path``.
+
+    Same vocabulary, template, ``fim_tokens``, ``dtype`` and constant-dimension trick as ``write_tiny_gguf``
+    (only whole ``▁word`` tokens are ever sampled; temperature 0 is deterministic), with Mamba-2 mixer
+    blocks instead of attention + feed-forward. Codestral Mamba 7B (transformers' Mamba2Config defaults)
+    has n_embd 4096, n_layer 64, d_inner 8192, d_state 128, n_group 8, head_dim 64 (so 128 SSM heads,
+    written as ``ssm.time_step_rank``), d_conv 4 and the v3 SentencePiece vocabulary.
+    The per-layer tensors (numpy shapes; ggml's are reversed) are ``ssm_in`` (2*d_inner + 2*n_group*d_state
+    + n_heads, n_embd), ``ssm_conv1d.weight`` (d_inner + 2*n_group*d_state, d_conv) in F32 and its bias,
+    ``ssm_dt.bias`` (n_heads,), ``ssm_a`` and ``ssm_d`` (n_heads, 1), ``ssm_norm.weight``
+    (n_group, d_inner/n_group) and ``ssm_out`` (n_embd, d_inner), after ``attn_norm``.
+
+    llama-cpp-python 0.3.36 treats the model as recurrent: its state cannot be cut back to a shorter
+    prefix. A second prompt on the same ``Llama`` that starts with everything evaluated so far (the
+    earlier prompt and the generated tokens but the last, which is sampled and never evaluated) evaluates
+    only the new tokens ("N prefix-match hit" with ``verbose``); any other prompt, one that diverges or is
+    a strict prefix, makes ``llama_memory_seq_rm`` refuse ("N prefix-match found but partial kv removal
+    not supported, re-evaluating full prompt"), the state is cleared and the whole prompt evaluated again.
+    (A llama-architecture model instead keeps the common prefix and evaluates only the rest.)
+    """
+    file_type = _file_type(dtype)
+    path = pathlib.Path(path)
+    tokens, scores, types, emit = _vocabulary(DEFAULT_WORDS if words is None else list(words), fim_tokens)
+    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.MAMBA2])
+    writer.add_name("tiny-mamba2")
+    writer.add_file_type(file_type)
+    dims = dict(n_embd=n_embd, n_layer=n_layer, d_inner=d_inner, d_state=d_state, n_group=n_group,
+                head_dim=head_dim, d_conv=d_conv)  # fmt: skip
+    _mamba2_hparams(writer, context_length=context_length, n_vocab=len(tokens), **dims)
+    _add_toy_vocab(writer, tokens, scores, types, chat_template)
+    t = _Tensors(writer, dtype, seed)
+    t.embedding(len(tokens), n_embd)
+    _mamba2_layers(t, **dims)
+    t.head(np.array(emit), n_embd)
+    _finish(writer)
+    return path
+
+
+class _RealVocab(NamedTuple):
+    model: str  # tokenizer.ggml.model
+    tokens: list[bytes]
+    scores: list[float]
+    types: list[int]
+    merges: list[str] | None  # BPE (tekken) only
+    bos: int
+    eos: int
+    unk: int
+    pad: int
+    emit: np.ndarray  # NORMAL tokens that are whole UTF-8 text on their own
+
+
+@functools.cache
+def _real_vocab(kind: Literal["v3", "tekken"]) -> _RealVocab:
+    """Read mistral-common's ``kind`` tokenizer through gguf's ``MistralVocab``, as llama.cpp's converter
+    does for Mistral-format checkpoints (it picks the file by name from a model directory)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (pathlib.Path(tmp) / ("tekken.json" if kind == "tekken" else "tokenizer.model.v3")).symlink_to(
+            mistral_tokenizer_file(kind)
+        )
+        vocab = gguf.MistralVocab(pathlib.Path(tmp))
+    tokens, scores, types = (list(column) for column in zip(*vocab.all_tokens()))
+    emit = np.array(types) == gguf.TokenType.NORMAL
+    merges = None
+    if vocab.tokenizer_type == gguf.MistralTokenizerType.tekken:
+        merges = vocab.extract_vocab_merges_from_model()
+        # BPE token texts spell bytes with GPT-2's byte-to-unicode map; single bytes 0x80-0xFF and other
+        # partial UTF-8 sequences are not text on their own.
+        byte_of = {c: b for b, c in gguf.vocab.bytes_to_unicode().items()}
+
+        def whole(text: bytes) -> bool:
+            try:
+                bytes(byte_of[c] for c in text.decode()).decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+            return True
+
+        emit &= np.array([whole(token) for token in tokens])
+    return _RealVocab(
+        vocab.gguf_tokenizer_model, tokens, scores, [int(t) for t in types], merges,
+        vocab.bos_id, vocab.eos_id, vocab.unk_id, vocab.pad_id, emit,
+    )  # fmt: skip
+
+
+def write_mistral_vocab_gguf(
+    path: str | os.PathLike[str],
+    tokenizer: Literal["v3", "tekken"],
+    *,
+    arch: Literal["llama", "mamba2"] = "llama",
+    add_space_prefix: bool | None = None,
+    chat_template: str | None = None,
+    n_embd: int = 32,
+    n_layer: int = 1,
+    context_length: int = 4096,
+    dtype: str = "f16",
+    seed: int = 0,
+) -> pathlib.Path:
+    """Write a random-weight GGUF carrying one of Mistral's real vocabularies, for token-id checks.
+
+    ``tokenizer`` "v3" is Mistral 7B v0.3's SentencePiece vocabulary (also Codestral Mamba's): 32768
+    tokens, ``tokenizer.ggml.model`` "llama", ``<unk>`` typed UNKNOWN, ids 1-750 (``<s>``, ``</s>``,
+    ``[INST]``, ... ``[control_N]``) CONTROL, ``<0x00>``-``<0xFF>`` (ids 771-1026) BYTE. It needs mistral-common's
+    optional ``sentencepiece`` package. "tekken" is Mistral Nemo's: 131072 tokens, model "gpt2" with
+    pre-tokenizer "tekken" and the BPE merges, its first 1000 (special) tokens CONTROL. Both are read from
+    ``MISTRAL_TOKENIZER_FILES`` with gguf's ``MistralVocab``, as llama.cpp's converter does; bos 1, eos 2,
+    unk 0, pad as MistralVocab says (v3: eos, tekken: 11 ``<pad>``), add_bos true, add_eos false.
+    ``add_space_prefix`` (v3 only) writes ``tokenizer.ggml.add_space_prefix``; None leaves it out, and
+    llama.cpp then defaults to true for SPM vocabularies.
+    ``arch`` "llama" has 2 heads (1 KV head) and n_ff 2*n_embd; "mamba2" has d_inner 2*n_embd, head_dim
+    16, d_state 16 and 1 group. As in ``write_tiny_gguf``, only whole-text NORMAL tokens are ever sampled
+    (never EOS, control, byte or partial-UTF-8 tokens). Same arguments, same bytes.
+    """
+    if tokenizer not in MISTRAL_TOKENIZER_FILES:
+        raise ValueError(f"tokenizer must be 'v3' or 'tekken', not {tokenizer!r}")
+    if arch not in ("llama", "mamba2"):
+        raise ValueError(f"arch must be 'llama' or 'mamba2', not {arch!r}")
+    if add_space_prefix is not None and tokenizer != "v3":
+        raise ValueError("add_space_prefix applies to the SentencePiece (v3) vocabulary only")
+    file_type = _file_type(dtype)
+    path = pathlib.Path(path)
+    vocab = _real_vocab(tokenizer)
+    n_vocab = len(vocab.tokens)
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_name(f"tiny-{arch}-{tokenizer}")
+    writer.add_file_type(file_type)
+    llama_dims = dict(n_embd=n_embd, n_layer=n_layer, n_ff=2 * n_embd, n_head=2, n_head_kv=1)
+    mamba2_dims = dict(n_embd=n_embd, n_layer=n_layer, d_inner=2 * n_embd, d_state=16, n_group=1, head_dim=16,
+                       d_conv=4)  # fmt: skip
+    if arch == "llama":
+        _llama_hparams(writer, context_length=context_length, n_vocab=n_vocab, **llama_dims)
+    else:
+        _mamba2_hparams(writer, context_length=context_length, n_vocab=n_vocab, **mamba2_dims)
+    writer.add_tokenizer_model(vocab.model)
+    if vocab.merges is not None:
+        writer.add_tokenizer_pre("tekken")
+        writer.add_token_merges(vocab.merges)
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_scores(vocab.scores)
+    writer.add_token_types(vocab.types)
+    writer.add_bos_token_id(vocab.bos)
+    writer.add_eos_token_id(vocab.eos)
+    writer.add_unk_token_id(vocab.unk)
+    writer.add_pad_token_id(vocab.pad)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
+    if add_space_prefix is not None:
+        writer.add_add_space_prefix(add_space_prefix)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
-
-    def matrix(name: str, arr: np.ndarray) -> None:
-        if qtype is None:
-            writer.add_tensor(name, arr.astype(np_dtype, copy=False))
-        else:
-            writer.add_tensor(name, gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
-
-    def norm(name: str, size: int) -> None:
-        writer.add_tensor(name, np.ones(size, dtype=np.float32))
-
-    # numpy shapes are ggml shapes reversed: a (rows=out, cols=in) array is ggml (in, out).
-    embd = rand(n_vocab, n_embd, scale=1.0)
-    embd[:, const] = 1.0
-    matrix("token_embd.weight", embd)
-    for i in range(n_layer):
-        blk = f"blk.{i}"
-        norm(f"{blk}.attn_norm.weight", n_embd)
-        matrix(f"{blk}.attn_q.weight", rand(n_embd, n_embd, scale=n_embd**-0.5))
-        matrix(f"{blk}.attn_k.weight", rand(n_embd_kv, n_embd, scale=n_embd**-0.5))
-        matrix(f"{blk}.attn_v.weight", rand(n_embd_kv, n_embd, scale=n_embd**-0.5))
-        attn_out = rand(n_embd, n_embd, scale=n_embd**-0.5)
-        attn_out[const, :] = 0.0  # keep the constant dimension constant
-        matrix(f"{blk}.attn_output.weight", attn_out)
-        norm(f"{blk}.ffn_norm.weight", n_embd)
-        if moe:
-            writer.add_tensor(f"{blk}.ffn_gate_inp.weight", rand(n_expert, n_embd, scale=n_embd**-0.5))
-            matrix(f"{blk}.ffn_gate_exps.weight", rand(n_expert, n_ff, n_embd, scale=n_embd**-0.5))
-            matrix(f"{blk}.ffn_up_exps.weight", rand(n_expert, n_ff, n_embd, scale=n_embd**-0.5))
-            down = rand(n_expert, n_embd, n_ff, scale=n_ff**-0.5)
-            down[:, const, :] = 0.0
-            matrix(f"{blk}.ffn_down_exps.weight", down)
-        else:
-            matrix(f"{blk}.ffn_gate.weight", rand(n_ff, n_embd, scale=n_embd**-0.5))
-            matrix(f"{blk}.ffn_up.weight", rand(n_ff, n_embd, scale=n_embd**-0.5))
-            down = rand(n_embd, n_ff, scale=n_ff**-0.5)
-            down[const, :] = 0.0
-            matrix(f"{blk}.ffn_down.weight", down)
-    norm("output_norm.weight", n_embd)
-    out = rand(n_vocab, n_embd, scale=3.0 * n_embd**-0.5)
-    out[:, const] = 0.0
-    mute = ~np.array(emit)
-    out[mute, :] = 0.0
-    out[mute, const] = -1000.0  # logit = -1000 * (positive normalised constant): never sampled
-    matrix("output.weight", out)
-
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    t = _Tensors(writer, dtype, seed)
+    t.embedding(n_vocab, n_embd)
+    if arch == "llama":
+        _llama_layers(t, moe=False, n_expert=0, **llama_dims)
+    else:
+        _mamba2_layers(t, **mamba2_dims)
+    t.head(vocab.emit, n_embd)
+    _finish(writer)
     return path
