@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, NamedTuple, Optional
 
 from .errors import MistralSuiteError, redact, service_message
 from .retry import Attempts, Pace, RetryLater, stream_cut_error
@@ -83,10 +83,28 @@ def is_event_stream(response: "httpx.Response") -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
 
-def request_json(
-    endpoint: Endpoint, method: str, path: str, key: str | None, body: Any = None, pace: Pace | None = None
-) -> Any:
-    """One JSON request with retries; returns the decoded JSON answer.
+class Payload(NamedTuple):
+    """What a request sends: a JSON body, or a multipart form (``files``: name -> (filename, file or bytes,
+    MIME type); file objects are rewound before each attempt), plus query parameters."""
+
+    json: Any = None
+    files: Optional[dict[str, tuple[str, Any, str]]] = None
+    data: Optional[dict[str, Any]] = None
+    params: Optional[dict[str, Any]] = None
+
+    def build(self, client: Any, method: str, url: str, headers: dict[str, str]) -> "httpx.Request":
+        for _, content, _ in (self.files or {}).values():
+            if hasattr(content, "seek"):
+                content.seek(0)
+        return client.build_request(method, url, json=self.json, files=self.files, data=self.data,
+                                    params=self.params, headers=headers)
+
+
+def request(
+    endpoint: Endpoint, method: str, path: str, key: str | None, payload: Payload = Payload(),
+    pace: Pace | None = None,
+) -> "httpx.Response":
+    """One request with retries; the successful response, its body read.
 
     With a ``pace``, waits are shared with the other workers of the same job instead of slept alone.
     """
@@ -98,12 +116,12 @@ def request_json(
         try:
             with pace or contextlib.nullcontext():
                 try:
-                    response = client.request(method, endpoint.base_url + path, json=body, headers=endpoint.headers(key))
+                    response = client.send(payload.build(client, method, endpoint.base_url + path, endpoint.headers(key)))
                 except httpx.TransportError as exc:
                     attempts.check_transport_error(exc)
                 if response.status_code >= 400:
                     attempts.check_status(response.status_code, response.headers, response.content)
-                return decode_json(endpoint, response.content, key)
+                return response
         except RetryLater as retry:
             if pace is None:
                 time.sleep(retry.delay)
@@ -112,8 +130,10 @@ def request_json(
     raise AssertionError("unreachable: the last attempt raises")
 
 
-async def arequest_json(endpoint: Endpoint, method: str, path: str, key: str | None, body: Any = None) -> Any:
-    """Async twin of ``request_json``."""
+async def arequest(
+    endpoint: Endpoint, method: str, path: str, key: str | None, payload: Payload = Payload()
+) -> "httpx.Response":
+    """Async twin of ``request``."""
     import asyncio
 
     import httpx
@@ -123,19 +143,35 @@ async def arequest_json(endpoint: Endpoint, method: str, path: str, key: str | N
     for _ in attempts:
         try:
             try:
-                response = await client.request(method, endpoint.base_url + path, json=body, headers=endpoint.headers(key))
+                response = await client.send(payload.build(client, method, endpoint.base_url + path, endpoint.headers(key)))
             except httpx.TransportError as exc:
                 attempts.check_transport_error(exc)
             if response.status_code >= 400:
                 attempts.check_status(response.status_code, response.headers, response.content)
-            return decode_json(endpoint, response.content, key)
+            return response
         except RetryLater as retry:
             await asyncio.sleep(retry.delay)
     raise AssertionError("unreachable: the last attempt raises")
 
 
-def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """POST a streaming request and yield its chunks; retries until the first chunk, never after."""
+def request_json(
+    endpoint: Endpoint, method: str, path: str, key: str | None, body: Any = None, pace: Pace | None = None
+) -> Any:
+    """One JSON request with retries; the decoded JSON answer."""
+    return decode_json(endpoint, request(endpoint, method, path, key, Payload(json=body), pace).content, key)
+
+
+async def arequest_json(endpoint: Endpoint, method: str, path: str, key: str | None, body: Any = None) -> Any:
+    """Async twin of ``request_json``."""
+    return decode_json(endpoint, (await arequest(endpoint, method, path, key, Payload(json=body))).content, key)
+
+
+def stream_events(
+    endpoint: Endpoint, method: str, path: str, key: str | None, payload: Payload
+) -> Iterator[tuple[Optional[str], str]]:
+    """Send a streaming request and yield each SSE event's ``(event name, data)``; a server that answered
+    with one JSON body instead yields ``(None, body)``. Retries until the first event, never after: a
+    connection lost after it is a ``StreamCutError``."""
     import httpx
     from httpx_sse import EventSource
 
@@ -145,26 +181,20 @@ def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str
     for _ in attempts:
         started = False
         try:
-            request = client.build_request("POST", endpoint.base_url + path, json=body, headers=headers)
             try:
-                response = client.send(request, stream=True)
+                response = client.send(payload.build(client, method, endpoint.base_url + path, headers), stream=True)
             except httpx.TransportError as exc:
                 attempts.check_transport_error(exc)
             try:
                 if response.status_code >= 400:
                     attempts.check_status(response.status_code, response.headers, response.read())
                 if not is_event_stream(response):
-                    yield decode_json(endpoint, response.read(), key)
+                    yield None, response.read().decode("utf-8", "replace")
                     return
                 for event in EventSource(response).iter_sse():
-                    data = event.data
-                    if data == "[DONE]":
-                        return
-                    if data:
-                        chunk = decode_event(endpoint, data, key)
-                        started = True
-                        yield chunk
-                return  # ended without [DONE]: the decoder judges by finish_reason
+                    started = started or bool(event.data)
+                    yield event.event, event.data
+                return
             except httpx.TransportError as exc:
                 if started:
                     raise stream_cut_error(endpoint, exc) from None
@@ -175,10 +205,10 @@ def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str
             time.sleep(retry.delay)
 
 
-async def astream_chunks(
-    endpoint: Endpoint, path: str, key: str | None, body: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
-    """Async twin of ``stream_chunks``."""
+async def astream_events(
+    endpoint: Endpoint, method: str, path: str, key: str | None, payload: Payload
+) -> AsyncIterator[tuple[Optional[str], str]]:
+    """Async twin of ``stream_events``."""
     import asyncio
 
     import httpx
@@ -190,25 +220,19 @@ async def astream_chunks(
     for _ in attempts:
         started = False
         try:
-            request = client.build_request("POST", endpoint.base_url + path, json=body, headers=headers)
             try:
-                response = await client.send(request, stream=True)
+                response = await client.send(payload.build(client, method, endpoint.base_url + path, headers), stream=True)
             except httpx.TransportError as exc:
                 attempts.check_transport_error(exc)
             try:
                 if response.status_code >= 400:
                     attempts.check_status(response.status_code, response.headers, await response.aread())
                 if not is_event_stream(response):
-                    yield decode_json(endpoint, await response.aread(), key)
+                    yield None, (await response.aread()).decode("utf-8", "replace")
                     return
                 async for event in EventSource(response).aiter_sse():
-                    data = event.data
-                    if data == "[DONE]":
-                        return
-                    if data:
-                        chunk = decode_event(endpoint, data, key)
-                        started = True
-                        yield chunk
+                    started = started or bool(event.data)
+                    yield event.event, event.data
                 return
             except httpx.TransportError as exc:
                 if started:
@@ -218,3 +242,28 @@ async def astream_chunks(
                 await response.aclose()
         except RetryLater as retry:
             await asyncio.sleep(retry.delay)
+
+
+def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """POST a streaming chat-shaped request and yield its chunks (ends at ``[DONE]`` or when the stream does;
+    the decoder judges by ``finish_reason`` whether the reply was complete)."""
+    for name, data in stream_events(endpoint, "POST", path, key, Payload(json=body)):
+        if name is None:
+            yield decode_json(endpoint, data, key)
+        elif data == "[DONE]":
+            return
+        elif data:
+            yield decode_event(endpoint, data, key)
+
+
+async def astream_chunks(
+    endpoint: Endpoint, path: str, key: str | None, body: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """Async twin of ``stream_chunks``."""
+    async for name, data in astream_events(endpoint, "POST", path, key, Payload(json=body)):
+        if name is None:
+            yield decode_json(endpoint, data, key)
+        elif data == "[DONE]":
+            return
+        elif data:
+            yield decode_event(endpoint, data, key)
