@@ -30,7 +30,11 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def png_bytes(
-    width: int = 4, height: int = 4, rgb: tuple[int, int, int] = (200, 30, 30), *, text: str | None = None,
+    width: int = 4,
+    height: int = 4,
+    rgb: tuple[int, int, int] = (200, 30, 30),
+    *,
+    text: str | None = None,
     pixels: bytes | None = None,
 ) -> bytes:
     """An 8-bit RGB PNG, one colour (or ``pixels``: width*height*3 raw RGB bytes). ``text`` goes into a
@@ -214,7 +218,7 @@ class PdfPage:
         return [c.text for c in self.content if isinstance(c, PdfText)]
 
     def margin(self, line: PdfText) -> str | None:
-        """"header" for a line in the top margin, "footer" for one in the bottom margin, else None."""
+        """The margin ``line`` is in: "header" (top), "footer" (bottom) or None."""
         return "header" if line.y > self.height - _MARGIN else "footer" if line.y < _MARGIN else None
 
     def header(self) -> str | None:
@@ -228,6 +232,7 @@ class PdfPage:
 
 _OBJ_RE = re.compile(rb"(\d+)\s+\d+\s+obj\b(.*?)\bendobj", re.DOTALL)
 _REF_RE = re.compile(rb"(\d+)\s+\d+\s+R")
+_MEDIABOX_RE = re.compile(rb"/MediaBox\s*\[\s*([-\d.\s]+)\]")
 _TOKEN_RE = re.compile(
     rb"\((?:\\.|[^\\)])*\)|<[0-9A-Fa-f\s]*>|\[|\]|/[^\s/\[\]()<>]+|[-+]?(?:\d+\.?\d*|\.\d+)|[A-Za-z'\"*]+",
     re.DOTALL,
@@ -299,7 +304,7 @@ def _image(pdf: _Pdf, body: bytes) -> tuple[bytes, str]:
 
 
 def _page_content(pdf: _Pdf, page: bytes, inherited: bytes) -> PdfPage:
-    box = re.search(rb"/MediaBox\s*\[\s*([-\d.\s]+)\]", page) or re.search(rb"/MediaBox\s*\[\s*([-\d.\s]+)\]", inherited)
+    box = _MEDIABOX_RE.search(page) or _MEDIABOX_RE.search(inherited)
     x0, y0, x1, y1 = (float(v) for v in box[1].split()[:4]) if box else (0, 0, *LETTER)
     result = PdfPage(x1 - x0, y1 - y0)
     contents = re.search(rb"/Contents\s*(\[.*?\]|\d+\s+\d+\s+R)", page, re.DOTALL)
@@ -389,7 +394,10 @@ def write_samples(directory: Path) -> dict[str, Path]:
     image on page 2), ``scan.png`` (text "Hello from a scan") and ``speech.wav`` (2.5 s) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     files = {
-        "pdf": (directory / "report.pdf", pdf_bytes(SAMPLE_PAGES, header="ACME Corp", footer="Page {n}", images_on=[1])),
+        "pdf": (
+            directory / "report.pdf",
+            pdf_bytes(SAMPLE_PAGES, header="ACME Corp", footer="Page {n}", images_on=[1]),
+        ),
         "png": (directory / "scan.png", png_bytes(text="Hello from a scan")),
         "wav": (directory / "speech.wav", wav_bytes(2.5)),
     }
