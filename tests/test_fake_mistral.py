@@ -1024,3 +1024,56 @@ def test_schema_example():
         "g": [{"h": 5}],
     }
     assert schema_example({"type": ["null", "integer"]}) == 1 and schema_example({"type": "null"}) is None
+
+
+@pytest.mark.skipif(not OPENAPI.exists(), reason="../shared/conformance not available")
+def test_validate_received_checks_forms_batch_files_and_jobs():
+    from conftest import validate_received
+
+    def received(act) -> FakeMistral:
+        with FakeMistral(batch_polls=0) as fake, httpx.Client(base_url=fake.base_url, headers=AUTH) as client:
+            act(client)
+        return fake
+
+    def good(client: httpx.Client) -> None:
+        file_id = upload(client, "in.jsonl", jsonl([chat_line("0", "x")]), "batch").json()["id"]
+        client.post(
+            "/batch/jobs",
+            json={"input_files": [file_id], "endpoint": "/v1/chat/completions", "model": "mistral-small-latest"},
+        )
+        transcribe(
+            client,
+            wav_bytes(0.5),
+            language="en",
+            temperature="0.2",
+            diarize="true",
+            timestamp_granularities=["segment", "word"],
+            context_bias="Mistral",
+        )
+        transcribe(client, wav_bytes(0.5), stream="true")  # checked against AudioTranscriptionRequestStream
+        client.post(
+            "/audio/transcriptions", data={"model": "voxtral-mini-latest", "file_url": "https://example.com/a.wav"}
+        )
+        ocr(client, PDF_DOC, pages="0-1")
+        client.post("/audio/speech", json={"input": "hi", "response_format": "wav"})
+        upload(client, "report.pdf", REPORT, expiry="24")
+
+    validate_received(received(good))
+    inline = {
+        "requests": [{"custom_id": "0", "body": {"messages": "hi"}}],
+        "endpoint": "/v1/chat/completions",
+        "model": "m",
+    }
+    bad = {
+        "multipart form to /v1/audio/transcriptions does not match": lambda c: transcribe(
+            c, wav_bytes(0.5), language="english"
+        ),
+        "multipart form to /v1/files does not match": lambda c: upload(c, "a.txt", b"x", "images"),
+        "line 2 of batch file in.jsonl is not JSON": lambda c: upload(c, "in.jsonl", b'{"body": {}}\nnope\n', "batch"),
+        "does not match BatchRequest": lambda c: upload(c, "in.jsonl", b'{"custom_id": "0"}\n', "batch"),
+        "does not match OCRRequest": lambda c: ocr(c, PDF_DOC, colour=True),
+        "does not match ChatCompletionRequest": lambda c: c.post("/batch/jobs", json=inline),
+    }
+    for message, act in bad.items():
+        with pytest.raises(pytest.fail.Exception, match=re.escape(message)):
+            validate_received(received(act))
