@@ -82,7 +82,9 @@ def test_png_and_jpeg_info():
     assert (info.mime, info.width, info.height, info.text) == ("image/png", 3, 2, "Hello from a scan")
     assert image_info(png_bytes()).text == ""
     assert zlib.crc32(png[12:29]) == struct.unpack(">I", png[29:33])[0]  # IHDR checksum
-    jpeg = b"\xff\xd8" + b"\xff\xfe\x00\x06scan" + b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", 48, 64) + b"\x03" + b"\x00" * 9
+    comment = b"\xff\xfe\x00\x06scan"  # a COM segment: length 6 counts its own two bytes
+    frame = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", 48, 64) + b"\x03" + bytes(9)  # SOF0: 64 x 48
+    jpeg = b"\xff\xd8" + comment + frame
     info = image_info(jpeg + b"\xff\xda\x00\x02")
     assert (info.mime, info.width, info.height, info.text) == ("image/jpeg", 64, 48, "scan")
     assert image_info(b"\xff\xd8\xff\xda\x00\x02") is None and image_info(b"GIF89a") is None
