@@ -48,11 +48,17 @@ TEST_SETTINGS = {
 # llama_cpp at start-up).
 ONLY_THIS_PLUGIN = {"LLM_LOAD_PLUGINS": "llm-mistral-suite"}
 
-# Paths of the fake server -> request schema of the spec (later issues add theirs here).
+# Paths of the fake server -> request schema of the spec (later issues add theirs here). "multipart/form-data"
+# stands for the path's own multipart schema in the spec (a $ref or inline; "<path>#stream" for stream=true).
 REQUEST_SCHEMAS = {
     "/v1/chat/completions": "ChatCompletionRequest",
     "/v1/fim/completions": "FIMCompletionRequest",
     "/v1/embeddings": "EmbeddingRequest",
+    "/v1/ocr": "OCRRequest",
+    "/v1/audio/speech": "SpeechRequest",
+    "/v1/batch/jobs": "CreateBatchJobRequest",
+    "/v1/files": "multipart/form-data",
+    "/v1/audio/transcriptions": "multipart/form-data",
 }
 
 
@@ -103,11 +109,82 @@ def key(monkeypatch) -> str:
 
 
 def validate_received(server: FakeMistral) -> None:
-    """Validate every request body ``server`` received against the spec's schema for its path."""
+    """Validate what ``server`` received against the spec (when ../shared is present): every JSON body against
+    the request schema of its path; every multipart form against its path's multipart schema, the text fields
+    read as the types that schema declares; every line of a JSONL file uploaded for batch against BatchRequest;
+    and every request of a batch job against its endpoint's request schema (with the job's model)."""
+    if not OPENAPI.exists():
+        return
+    from urllib.parse import quote
+
+    import jsonschema.exceptions
+
+    spec: dict = {}
+
+    def kinds(schema: dict) -> set[str]:
+        """The JSON types a property schema admits."""
+        if "$ref" in schema:
+            schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+        found = {schema["type"]} if isinstance(schema.get("type"), str) else set(schema.get("type") or ())
+        return found.union(*(kinds(s) for key in ("anyOf", "oneOf", "allOf") for s in schema.get(key, ())))
+
+    def coerce(values: list[str], types: set[str]) -> Any:
+        if "array" in types:
+            return values
+        value = values[-1]
+        if "boolean" in types and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        for kind, cast in (("integer", int), ("number", float)):
+            if kind in types:
+                try:
+                    return cast(value)
+                except ValueError:
+                    pass
+        return value
+
     for rec in server.requests:
-        schema = REQUEST_SCHEMAS.get(rec.path.split("?")[0].rstrip("/"))
-        if schema and rec.method == "POST" and isinstance(rec.body, dict):
-            validate_request(rec.body, schema)
+        path = rec.path.split("?")[0].rstrip("/")
+        schema = REQUEST_SCHEMAS.get(path)
+        if rec.method != "POST" or schema is None:
+            continue
+        if schema != "multipart/form-data":
+            if isinstance(rec.body, dict):
+                validate_request(rec.body, schema)
+            continue
+        if not (rec.form or rec.files):
+            continue
+        spec = spec or json.loads(OPENAPI.read_text())
+        streamed = rec.form.get("stream", ["false"])[-1].lower() == "true" and f"{path}#stream" in spec["paths"]
+        key = f"{path}#stream" if streamed else path
+        form_schema = spec["paths"][key]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        if "$ref" in form_schema:
+            form_schema = spec["components"]["schemas"][form_schema["$ref"].rsplit("/", 1)[-1]]
+        properties = form_schema.get("properties", {})
+        form = {name: coerce(values, kinds(properties.get(name, {}))) for name, values in rec.form.items()}
+        form |= {name: upload.filename for name, upload in rec.files.items()}  # a binary string
+        pointer = "/paths/" + quote(key.replace("~", "~0").replace("/", "~1")) + "/post/requestBody/content"
+        ref = f"urn:mistral:openapi#{pointer}/multipart~1form-data/schema"
+        errors = list(_spec_validator("BatchRequest").evolve(schema={"$ref": ref}).iter_errors(form))
+        if errors:
+            best = jsonschema.exceptions.best_match(errors)
+            where = "/".join(str(p) for p in best.absolute_path)
+            pytest.fail(f"multipart form to {key} does not match its schema at /{where}: {best.message}\n"
+                        f"form: {json.dumps(form)[:2000]}", pytrace=False)  # fmt: skip
+        upload = rec.files.get("file")
+        if path == "/v1/files" and form.get("purpose") == "batch" and upload is not None:
+            for number, line in enumerate(upload.data.decode("utf-8", "replace").splitlines(), 1):
+                try:
+                    item = json.loads(line) if line.strip() else None
+                except ValueError:
+                    message = f"line {number} of batch file {upload.filename} is not JSON: {line[:200]}"
+                    pytest.fail(message, pytrace=False)
+                if item is not None:
+                    validate_request(item, "BatchRequest")
+    for job in server.batch_jobs.values():
+        schema = REQUEST_SCHEMAS.get(job.endpoint)
+        for _, body in job.lines if schema and schema != "multipart/form-data" else ():
+            if isinstance(body, dict):
+                validate_request({"model": job.model, **body} if job.model else body, schema)
 
 
 @contextlib.contextmanager
