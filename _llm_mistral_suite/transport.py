@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, BinaryIO, Iterator, NamedTuple, Optional
 
 from .errors import MistralSuiteError, redact, service_message
 from .retry import Attempts, Pace, RetryLater, stream_cut_error
@@ -151,6 +151,41 @@ async def arequest(
             return response
         except RetryLater as retry:
             await asyncio.sleep(retry.delay)
+    raise AssertionError("unreachable: the last attempt raises")
+
+
+def download(endpoint: Endpoint, path: str, key: str | None, dest: BinaryIO, chunk_size: int = 1 << 20) -> int:
+    """GET ``path`` into ``dest`` (streamed, never all in memory), retried from the start while nothing was
+    written; returns the byte count. A connection lost part-way is an error: ``dest`` is then incomplete."""
+    import httpx
+
+    client = sync_client()
+    attempts = Attempts(endpoint, key)
+    for _ in attempts:
+        written = 0
+        try:
+            try:
+                response = client.send(client.build_request("GET", endpoint.base_url + path,
+                                                            headers=endpoint.headers(key) | {"Accept": "*/*"}), stream=True)
+            except httpx.TransportError as exc:
+                attempts.check_transport_error(exc)
+            try:
+                if response.status_code >= 400:
+                    attempts.check_status(response.status_code, response.headers, response.read())
+                for block in response.iter_bytes(chunk_size):
+                    dest.write(block)
+                    written += len(block)
+                return written
+            except httpx.TransportError as exc:
+                if written:
+                    raise MistralSuiteError(
+                        f"{endpoint.label} dropped the connection after {written:,} bytes of {path}; try again."
+                    ) from None
+                attempts.check_transport_error(exc)
+            finally:
+                response.close()
+        except RetryLater as retry:
+            time.sleep(retry.delay)
     raise AssertionError("unreachable: the last attempt raises")
 
 
