@@ -18,6 +18,10 @@ from .settings import Endpoint, timeout_seconds
 if TYPE_CHECKING:
     import httpx
 
+# Yielded by the chunk streams at ``data: [DONE]``: the server says it finished (the decoder then accepts a
+# reply whose last chunk had no finish_reason). It has no choices, so it costs nothing on the per-chunk path.
+STREAM_DONE: dict[str, Any] = {"choices": ()}
+
 _sync_client: Optional["httpx.Client"] = None
 _async_client: Optional[tuple[Any, "httpx.AsyncClient"]] = None  # (event loop, client)
 
@@ -280,12 +284,13 @@ async def astream_events(
 
 
 def stream_chunks(endpoint: Endpoint, path: str, key: str | None, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """POST a streaming chat-shaped request and yield its chunks (ends at ``[DONE]`` or when the stream does;
-    the decoder judges by ``finish_reason`` whether the reply was complete)."""
+    """POST a streaming chat-shaped request and yield its chunks, and ``STREAM_DONE`` at ``[DONE]`` (the
+    decoder judges by it and ``finish_reason`` whether the reply was complete)."""
     for name, data in stream_events(endpoint, "POST", path, key, Payload(json=body)):
         if name is None:
             yield decode_json(endpoint, data, key)
         elif data == "[DONE]":
+            yield STREAM_DONE
             return
         elif data:
             yield decode_event(endpoint, data, key)
@@ -299,6 +304,7 @@ async def astream_chunks(
         if name is None:
             yield decode_json(endpoint, data, key)
         elif data == "[DONE]":
+            yield STREAM_DONE
             return
         elif data:
             yield decode_event(endpoint, data, key)

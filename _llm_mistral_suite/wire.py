@@ -15,6 +15,7 @@ from llm.parts import StreamEvent
 
 from .catalog import AUDIO_TYPES
 from .errors import MistralSuiteError, StreamCutError
+from .transport import STREAM_DONE
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -72,12 +73,10 @@ def chat_messages(prompt: llm.Prompt, *, thinking: bool) -> list[dict[str, Any]]
         for part in message.parts:
             if isinstance(part, TextPart):
                 texts.append(part.text)
-            elif isinstance(part, ReasoningPart) and thinking and part.text:
-                block: dict[str, Any] = {"type": "thinking", "thinking": [{"type": "text", "text": part.text}]}
-                signature = ((part.provider_metadata or {}).get("mistral") or {}).get("signature")
-                if signature:
-                    block["signature"] = signature
-                chunks.append(block)
+            elif isinstance(part, ReasoningPart) and thinking:
+                block = thinking_chunk(part)
+                if block is not None:
+                    chunks.append(block)
             elif isinstance(part, ToolCallPart):
                 tool_calls.append(
                     {"id": wire_tool_call_id(part.tool_call_id), "type": "function",
@@ -98,6 +97,53 @@ def chat_messages(prompt: llm.Prompt, *, thinking: bool) -> list[dict[str, Any]]
             wire["tool_calls"] = tool_calls
         messages.append(wire)
     return messages
+
+
+def thinking_chunk(part: Any) -> dict[str, Any] | None:
+    """The ``thinking`` chunk that sends a reasoning part back exactly as the service sent it, or None for a
+    part not to send: redacted reasoning, and reasoning without text that did not come from Mistral.
+
+    ``provider_metadata["mistral"]`` holds what the text alone does not say (see ``ThinkingBlock``): the
+    ``signature``, the ``closed`` flag, and ``fragments``, the block's items as the service split them (the
+    length of each text item, in order, and any other item as it was). llm-mistral 0.16 kept the raw chunk as
+    ``content_chunk``; its logged conversations are sent back from that.
+    """
+    if part.redacted:
+        return None
+    meta = (part.provider_metadata or {}).get("mistral")
+    if not isinstance(meta, dict):
+        return {"type": "thinking", "thinking": [{"type": "text", "text": part.text}]} if part.text else None
+    items = _fragments(part.text, meta.get("fragments"))
+    legacy = meta.get("content_chunk")
+    if items is None and isinstance(legacy, dict) and isinstance(legacy.get("thinking"), list):
+        texts = [i.get("text", "") for i in legacy["thinking"] if isinstance(i, dict) and i.get("type") == "text"]
+        if "".join(texts) == part.text:
+            items = [dict(item) for item in legacy["thinking"] if isinstance(item, dict)]
+    if items is None:
+        items = [{"type": "text", "text": part.text}] if part.text else []
+    block: dict[str, Any] = {"type": "thinking", "thinking": items}
+    if isinstance(meta.get("signature"), str):
+        block["signature"] = meta["signature"]
+    if isinstance(meta.get("closed"), bool):
+        block["closed"] = meta["closed"]
+    return block
+
+
+def _fragments(text: str, fragments: Any) -> list[dict[str, Any]] | None:
+    """The thinking items that ``fragments`` (text lengths and other items, in order) cut ``text`` into;
+    None when they do not describe ``text`` (then the text goes back as one item)."""
+    if not isinstance(fragments, list):
+        return None
+    items, offset = [], 0
+    for fragment in fragments:
+        if isinstance(fragment, int) and not isinstance(fragment, bool) and fragment >= 0:
+            items.append({"type": "text", "text": text[offset : offset + fragment]})
+            offset += fragment
+        elif isinstance(fragment, dict):
+            items.append(dict(fragment))
+        else:
+            return None
+    return items if offset == len(text) else None
 
 
 def strict_schema(schema: Any) -> Any:
@@ -133,15 +179,50 @@ def tool_definitions(prompt: llm.Prompt) -> list[dict[str, Any]]:
     ]
 
 
+class ThinkingBlock:
+    """One thinking block of a reply, kept as its own llm reasoning part (``index`` is its ``part_index``).
+
+    A whole message's ``thinking`` chunk is one block. A stream sends a block in fragments, one ``thinking``
+    chunk per delta (``closed`` rides on ordinary fragments, so it does not end a block): the block lasts
+    until a fragment carries a ``signature``, or text or a tool call comes. ``metadata`` is what replaying it
+    needs beyond its text (see ``thinking_chunk``).
+    """
+
+    __slots__ = ("index", "length", "fragments", "signature", "closed", "sealed")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.length = 0  # characters of text
+        self.fragments: list[Any] = []  # the length of each text item, and any other item as it came
+        self.signature: str | None = None
+        self.closed: bool | None = None
+        self.sealed = False  # a signature ends a block
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {}
+        if self.signature is not None:
+            meta["signature"] = self.signature
+        if self.closed is not None:
+            meta["closed"] = self.closed
+        if self.fragments != ([self.length] if self.length else []):
+            meta["fragments"] = self.fragments
+        return {"mistral": meta}
+
+
 class ReplyDecoder:
     """Turns OpenAI-shaped reply chunks (streamed deltas, one whole message, or completion texts) into llm events.
 
     ``take`` is the per-chunk hot path: it returns the text of a plain text delta as a ``str`` (llm
     wraps it), a list of events for anything richer, or ``None``. ``finish`` checks that the reply
     really ended, emits the accumulated tool calls and records usage on the response.
+
+    Reasoning events carry explicit ``part_index`` values, odd numbers from 1, two apart: llm numbers the
+    other parts itself (from 0, one more than the highest index seen), and at most one text part can start
+    between two thinking blocks, so the numbers never meet.
     """
 
-    __slots__ = ("label", "finish_reason", "usage", "model", "reply_id", "tool_calls", "text_length")
+    __slots__ = ("label", "finish_reason", "usage", "model", "reply_id", "tool_calls", "text_length", "done",
+                 "blocks", "open_block", "text_at_block")
 
     def __init__(self, label: str) -> None:
         self.label = label  # who sent the reply, for error messages
@@ -151,12 +232,18 @@ class ReplyDecoder:
         self.reply_id: str | None = None
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.text_length = 0
+        self.done = False  # the stream ended with [DONE]: the server finished
+        self.blocks: list[ThinkingBlock] = []
+        self.open_block: ThinkingBlock | None = None  # the block a streamed thinking fragment continues
+        self.text_at_block = 0  # text_length when the open block last grew: more text closes it
 
     def take(self, chunk: dict[str, Any]) -> Union[str, list[StreamEvent], None]:
         choices = chunk["choices"]
         if "usage" in chunk and chunk["usage"]:
             self.usage = chunk["usage"]
         if not choices:
+            if chunk is STREAM_DONE:
+                self.done = True
             return None
         choice = choices[0]
         # chat chunks carry a delta or a message; completion chunks (llama.cpp's create_completion) a text
@@ -171,7 +258,7 @@ class ReplyDecoder:
                 return None
             self.text_length += len(content)
             return content
-        return self._rich(delta, content)
+        return self._rich(delta, content, "message" in choice)
 
     def events(self, chunks: Iterable[dict[str, Any]]) -> Iterator[Union[str, StreamEvent]]:
         """All events of a reply's chunks (call ``finish`` after)."""
@@ -185,11 +272,26 @@ class ReplyDecoder:
             else:
                 yield from out
 
-    def _rich(self, delta: dict[str, Any], content: Any) -> list[StreamEvent] | None:
+    def _block(self, whole: bool) -> ThinkingBlock:
+        """The block a thinking chunk belongs to: a new one for each chunk of a whole message; in a stream,
+        the open block unless a signature sealed it or text came since."""
+        block = self.open_block
+        if whole or block is None or block.sealed or self.text_length != self.text_at_block:
+            block = ThinkingBlock(2 * len(self.blocks) + 1)
+            self.blocks.append(block)
+            self.open_block = block
+        self.text_at_block = self.text_length
+        return block
+
+    def _reasoning(self, block: ThinkingBlock, text: str) -> StreamEvent:
+        block.length += len(text)
+        return StreamEvent(type="reasoning", chunk=text, part_index=block.index)
+
+    def _rich(self, delta: dict[str, Any], content: Any, whole: bool) -> list[StreamEvent] | None:
         events: list[StreamEvent] = []
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")  # llama.cpp server, vLLM
         if isinstance(reasoning, str) and reasoning:
-            events.append(StreamEvent(type="reasoning", chunk=reasoning))
+            events.append(self._reasoning(self._block(whole), reasoning))
         if isinstance(content, str) and content:
             self.text_length += len(content)
             events.append(StreamEvent(type="text", chunk=content))
@@ -200,10 +302,9 @@ class ReplyDecoder:
                     self.text_length += len(piece["text"])
                     events.append(StreamEvent(type="text", chunk=piece["text"]))
                 elif kind == "thinking":
-                    text = "".join(p.get("text", "") for p in piece.get("thinking") or () if isinstance(p, dict))
-                    metadata = {"mistral": {"signature": piece["signature"]}} if piece.get("signature") else None
-                    if text or metadata:
-                        events.append(StreamEvent(type="reasoning", chunk=text, provider_metadata=metadata))
+                    events += self._thinking(piece, whole)
+        if delta.get("tool_calls"):
+            self.open_block = None
         for position, call in enumerate(delta.get("tool_calls") or ()):
             slot = self.tool_calls.setdefault(call.get("index", position), {"id": None, "name": "", "arguments": ""})
             slot["id"] = slot["id"] or call.get("id")
@@ -213,24 +314,55 @@ class ReplyDecoder:
             slot["arguments"] += arguments if isinstance(arguments, str) else json.dumps(arguments or {})
         return events or None
 
+    def _thinking(self, piece: dict[str, Any], whole: bool) -> list[StreamEvent]:
+        """The events of one Mistral ``thinking`` chunk, recorded in its block for replay."""
+        block = self._block(whole)
+        events = []
+        for item in piece.get("thinking") or ():
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "text" and isinstance(item.get("text"), str):
+                block.fragments.append(len(item["text"]))
+                if item["text"]:
+                    events.append(self._reasoning(block, item["text"]))
+            else:
+                block.fragments.append(item)
+        if isinstance(piece.get("closed"), bool):
+            block.closed = piece["closed"]
+        if isinstance(piece.get("signature"), str):
+            block.signature = piece["signature"]
+            block.sealed = True
+        return events
+
+    def block_events(self) -> list[StreamEvent]:
+        """One event per Mistral thinking block with what replaying it needs (llm keeps it on the part)."""
+        return [
+            StreamEvent(type="reasoning", chunk="", part_index=block.index, provider_metadata=block.metadata())
+            for block in self.blocks
+            if block.fragments or block.signature is not None or block.closed is not None
+        ]
+
     def finish(self, response: llm.Response | llm.AsyncResponse, requested_model: str | None = None) -> list[StreamEvent]:
-        """Close the reply: an unfinished one is an error; returns the tool-call events."""
-        if self.finish_reason is None:
+        """Close the reply: an unfinished one is an error; returns the thinking blocks' and tool calls' events.
+
+        A reply is finished when a chunk gave a ``finish_reason`` or the stream ended with ``[DONE]`` (some
+        proxies and compatible servers send no ``finish_reason``)."""
+        if self.finish_reason is None and not self.done:
             raise StreamCutError(
                 f"The reply from {self.label} ended before it was finished (no finish_reason: the "
                 f"connection was cut after {self.text_length} characters). The text is incomplete; try again."
             )
         if self.finish_reason == "error":
             raise MistralSuiteError(f"{self.label} stopped the reply with an error.")
-        events = []
-        for slot in self.tool_calls.values():
+        events = self.block_events()
+        for position, slot in enumerate(self.tool_calls.values()):
             try:
                 arguments = json.loads(slot["arguments"] or "{}")
             except ValueError:
                 raise MistralSuiteError(
                     f"The model called tool {slot['name']!r} with arguments that are not JSON: {slot['arguments'][:200]!r}"
                 ) from None
-            call_id = slot["id"] or wire_tool_call_id(f"{self.reply_id}-{slot['name']}-{len(events)}")
+            call_id = slot["id"] or wire_tool_call_id(f"{self.reply_id}-{slot['name']}-{2 * position}")
             events.append(StreamEvent(type="tool_call_name", chunk=slot["name"], tool_call_id=call_id, tool_name=slot["name"]))
             events.append(StreamEvent(type="tool_call_args", chunk=json.dumps(arguments), tool_call_id=call_id))
             response.add_tool_call(llm.ToolCall(name=slot["name"], arguments=arguments, tool_call_id=call_id))

@@ -315,6 +315,28 @@ def test_failure(s, name):
     assert s.results[0].stdout.startswith(case.stdout)
 
 
+def _unfinished_stream(done: bool) -> SSEReply:
+    """Text chunks and never a finish_reason (as some proxies and compatible servers send), with or
+    without ``data: [DONE]`` at the end (the server closes the stream cleanly either way)."""
+    events = chat_stream_events(["Hello", " world"])
+    events[-1]["choices"][0]["finish_reason"] = None
+    return SSEReply(events, done=done)
+
+
+@scenario()
+def done_without_finish_reason(s: CLISession) -> None:
+    s.fake.queue(_unfinished_stream(done=True), _unfinished_stream(done=False))
+    s.run("-m", "mistral-large", "hi")
+    s.run("-m", "mistral-large", "hi")
+
+
+def test_done_without_finish_reason(s):
+    complete, unfinished = s.results
+    assert assert_cli_ok(complete) == "Hello world\n"  # [DONE] proves the server finished
+    assert_cli_error(unfinished, "ended before it was finished", "incomplete")
+    assert unfinished.stdout.startswith("Hello world")
+
+
 @scenario()
 def server_not_listening(s: CLISession) -> None:
     with socket.socket() as sock:  # a port nobody listens on
@@ -487,6 +509,62 @@ def test_recorded_reasoning_replay(s, answer):
     assert _shape(sent[1]["content"]) == _shape(expected[1]["content"]) == ["thinking", "text"]
     assert _thinking(sent[1]["content"]) == thinking
     assert sent[1]["content"][-1] == expected[1]["content"][-1] == {"type": "text", "text": "323"}
+    if answer.endswith(".sse"):  # one block: the streamed fragments, each as the service sent it, and `closed`
+        [block] = sent[1]["content"][:-1]
+        fragments = [t for c in expected[1]["content"] if c["type"] == "thinking" for t in c["thinking"]]
+        assert block == {"type": "thinking", "thinking": fragments, "closed": True}
+    else:  # exactly the recorded replay the service accepted
+        assert sent[1] == expected[1]
+
+
+SIGNED_DELTAS = [  # two thinking blocks, each signed, streamed in fragments, then the answer
+    {"role": "assistant", "content": ""},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "First, "}], "closed": True}]},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "multiply."}], "closed": True,
+                  "signature": "sig-one"}]},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "Then "}]}]},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "check."}], "signature": "sig-two",
+                  "closed": True}, {"type": "text", "text": "3"}]},
+    {"content": "23"},
+]
+
+
+def _signed_stream() -> SSEReply:
+    head = {"id": "r1", "object": "chat.completion.chunk", "created": 1, "model": "magistral-small-2509"}
+    last = len(SIGNED_DELTAS) - 1
+    return SSEReply([{**head, "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if i == last else None}]}
+                     for i, delta in enumerate(SIGNED_DELTAS)])
+
+
+def _signed_blocks_scenario(flags: tuple[str, ...]) -> Callable[[CLISession], None]:
+    def play(s: CLISession) -> None:
+        s.fake.queue(_signed_stream())
+        s.run("-m", "magistral-small", *flags, QUESTION)
+        s.run("-c", *flags, FOLLOW_UP)
+
+    return play
+
+
+for _flags in ((), ("--async",)):
+    scenario(f"signed_blocks_continued[{'async' if _flags else 'sync'}]")(_signed_blocks_scenario(_flags))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_signed_blocks_continued(s, mode):
+    """Two signed thinking blocks: stored as two reasoning parts in logs.db, sent back by `llm -c` each with
+    its own signature and its fragments."""
+    first, follow = s.results
+    assert assert_cli_ok(first) == "323\n"
+    assert "First, multiply.Then check." in first.stderr
+    assert assert_cli_ok(follow).startswith("echo: " + FOLLOW_UP)
+    assistant = s.bodies()[1]["messages"][1]
+    assert assistant == {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "First, "}, {"type": "text", "text": "multiply."}],
+         "signature": "sig-one", "closed": True},
+        {"type": "thinking", "thinking": [{"type": "text", "text": "Then "}, {"type": "text", "text": "check."}],
+         "signature": "sig-two", "closed": True},
+        {"type": "text", "text": "323"},
+    ]}
 
 
 @scenario()

@@ -218,9 +218,9 @@ def test_errors_from_the_service(fake, cli, cli_env, user_dir):
     assert_cli_error(cli("mistral", "fim", "a", env=env), "500", "2 attempts", "boom")
     fake.queue(error_reply(422, {"detail": [{"loc": ["body", "suffix"], "msg": "bad suffix", "type": "x"}]}))
     assert_cli_error(cli("mistral", "fim", "a"), "422", "bad suffix")
-    # A stream that ends without finish_reason is incomplete: an error, after the text so far.
+    # A stream that ends with neither finish_reason nor [DONE] is incomplete: an error, after the text so far.
     events = chat_stream_events(["MID", "DLE"], "codestral-2508")[:-1]
-    fake.queue(SSEReply(events, done=True))
+    fake.queue(SSEReply(events, done=False))
     result = cli("mistral", "fim", "a")
     assert_cli_error(result, "ended before it was finished")
     assert result.stdout == "MID"

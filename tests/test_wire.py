@@ -17,6 +17,7 @@ from api_mock import (
     build,
     chunk,
     lookup,
+    sent,
     sse,
     user,
     weather,
@@ -82,6 +83,45 @@ def test_reasoning_parts_are_replayed_as_thinking_chunks():
         {"type": "thinking", "thinking": [{"type": "text", "text": "17 x 20 = 340, minus 17 "}], "signature": "sig-1"},
         {"type": "text", "text": "323"},
     ]}  # fmt: skip
+
+
+def test_empty_signed_reasoning_is_still_replayed():
+    body = build("magistral-small", [
+        user("q"),
+        Message(role="assistant", parts=[
+            ReasoningPart(text="", provider_metadata={"mistral": {"signature": "opaque-signature"}}),
+            TextPart(text="a"),
+        ]),
+        user("again"),
+    ])  # fmt: skip
+    assert body["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": [], "signature": "opaque-signature"}, {"type": "text", "text": "a"}]
+
+
+def test_reasoning_logged_by_llm_mistral_is_replayed_from_its_raw_chunk():
+    """llm-mistral 0.16 kept each block's raw chunk as ``content_chunk``: its conversations go back as sent."""
+    raw = {"type": "thinking", "thinking": [{"type": "text", "text": "Work "}, {"type": "text", "text": "it out."}],
+           "signature": "stream-signature", "closed": True}
+    body = build("magistral-small", [
+        user("q"),
+        Message(role="assistant", parts=[
+            ReasoningPart(text="Work it out.", provider_metadata={"mistral": {
+                "content_chunk": raw, "signature": "stream-signature", "closed": True}}),
+            TextPart(text="The answer."),
+        ]),
+        user("again"),
+    ])  # fmt: skip
+    assert body["messages"][1]["content"] == [raw, {"type": "text", "text": "The answer."}]
+
+
+def test_reasoning_of_other_providers_goes_back_as_its_text():
+    body = build("magistral-small", [
+        user("q"),
+        Message(role="assistant", parts=[ReasoningPart(text="hmm"), ReasoningPart(text=""), TextPart(text="a")]),
+        user("again"),
+    ])  # fmt: skip
+    assert body["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]}, {"type": "text", "text": "a"}]
 
 
 def test_redacted_reasoning_is_not_replayed():
@@ -197,9 +237,9 @@ def test_schema_becomes_strict_json_schema_response_format(mock, key):
 # --- decoding replies ------------------------------------------------------------------------------
 
 
-def test_stream_without_finish_reason_is_cut(mock, key):
-    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS,
-                      content=sse(chunk({"role": "assistant", "content": ""}), chunk({"content": "Hello wo"})))
+def test_stream_without_finish_reason_or_done_is_cut(mock, key):
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(
+        chunk({"role": "assistant", "content": ""}), chunk({"content": "Hello wo"}), done=False))
     response = llm.get_model("mistral-large").prompt("hi")
     seen = []
     with pytest.raises(StreamCutError, match="ended before it was finished"):
@@ -207,6 +247,22 @@ def test_stream_without_finish_reason_is_cut(mock, key):
             seen.append(piece)
     assert seen == ["Hello wo"]
     assert len(mock.get_requests()) == 1  # text reached the user: no retry
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("async_", [False, True])
+async def test_done_without_finish_reason_is_complete(mock, key, async_):
+    """Some proxies and compatible servers end with [DONE] and never send a finish_reason: [DONE] proves the
+    server finished."""
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(
+        chunk({"role": "assistant", "content": ""}), chunk({"content": "Hello"}), chunk({"content": " world"})))
+    if async_:
+        response = llm.get_async_model("mistral-large").prompt("hi")
+        assert await response.text() == "Hello world"
+    else:
+        response = llm.get_model("mistral-large").prompt("hi")
+        assert response.text() == "Hello world"
+    assert "finish_reason" not in response.response_json
 
 
 def test_stream_without_done_but_finished_is_fine(mock, key):
@@ -309,3 +365,130 @@ def test_recorded_reasoning_completion(mock, key, recorded):
     [message] = response.messages()
     assert message.parts[0].text.startswith("I need to calculate 17 multiplied by 19")
     assert response.usage().input == 28
+
+
+# --- signed thinking blocks: one reasoning part each, sent back exactly ---------------------------
+
+SIGNED_BLOCKS = [  # a whole message: two thinking blocks, each with its own signature, then the answer
+    {"type": "thinking", "thinking": [{"type": "text", "text": "First, "}, {"type": "text", "text": "multiply."}],
+     "signature": "sig-one", "closed": True},
+    {"type": "thinking", "thinking": [{"type": "text", "text": "Then check."}], "signature": "sig-two"},
+    {"type": "text", "text": "323"},
+]
+SIGNED_DELTAS = [  # the same blocks streamed in fragments; `closed` rides on ordinary fragments
+    {"role": "assistant", "content": ""},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "First, "}], "closed": True}]},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "multiply."}], "closed": True,
+                  "signature": "sig-one"}]},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "Then "}]}]},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "check."}], "signature": "sig-two",
+                  "closed": True}, {"type": "text", "text": "3"}]},
+    {"content": "23"},
+]
+SIGNED_STREAM_REPLAY = [  # what goes back after the stream: each block with its original fragments
+    {"type": "thinking", "thinking": [{"type": "text", "text": "First, "}, {"type": "text", "text": "multiply."}],
+     "signature": "sig-one", "closed": True},
+    {"type": "thinking", "thinking": [{"type": "text", "text": "Then "}, {"type": "text", "text": "check."}],
+     "signature": "sig-two", "closed": True},
+    {"type": "text", "text": "323"},
+]
+
+
+def _signed_reply(mock, stream: bool) -> None:
+    if stream:
+        events = [chunk(delta, "stop" if i == len(SIGNED_DELTAS) - 1 else None) for i, delta in enumerate(SIGNED_DELTAS)]
+        mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(*events))
+    else:
+        mock.add_response(url=CHAT_URL, json=chat_completion(SIGNED_BLOCKS))
+    mock.add_response(url=CHAT_URL, json=chat_completion("324"))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("async_", [False, True])
+async def test_two_signed_thinking_blocks_are_two_parts_sent_back_exactly(mock, key, async_, stream):
+    _signed_reply(mock, stream)
+    if async_:
+        conversation = llm.get_async_model("magistral-small").conversation()
+        first = conversation.prompt("What is 17 times 19?", stream=stream)
+        events = [event async for event in first.astream_events()]
+        [message] = await first.messages()
+        second = conversation.prompt("Plus one?", stream=False)
+        assert await second.text() == "324"
+    else:
+        conversation = llm.get_model("magistral-small").conversation()
+        first = conversation.prompt("What is 17 times 19?", stream=stream)
+        events = list(first.stream_events())
+        [message] = first.messages()
+        assert conversation.prompt("Plus one?", stream=False).text() == "324"
+    reasoning = [e.chunk for e in events if e.type == "reasoning" and e.chunk]
+    text = "".join(e.chunk for e in events if e.type == "text")
+    if stream:  # the thinking is shown as it arrives, fragment by fragment, before the answer
+        assert reasoning == ["First, ", "multiply.", "Then ", "check."]
+    assert text == "323"
+    parts = message.parts
+    assert [type(p).__name__ for p in parts] == ["ReasoningPart", "ReasoningPart", "TextPart"]
+    assert [p.text for p in parts] == ["First, multiply.", "Then check.", "323"]
+    assert [p.provider_metadata["mistral"]["signature"] for p in parts[:2]] == ["sig-one", "sig-two"]
+    replayed = sent(mock)[1]["messages"]
+    assert [m["role"] for m in replayed] == ["user", "assistant", "user"]
+    assert replayed[1] == {"role": "assistant", "content": SIGNED_STREAM_REPLAY if stream else SIGNED_BLOCKS}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("async_", [False, True])
+async def test_thinking_then_tool_call(mock, key, async_, stream):
+    thinking = {"type": "thinking", "thinking": [{"type": "text", "text": "Use a tool."}], "signature": "tool-sig"}
+    call = {"id": "call12345", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
+    if stream:
+        mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(
+            chunk({"content": [thinking]}), chunk({"tool_calls": [{**call, "index": 0}]}, "tool_calls")))
+    else:
+        mock.add_response(url=CHAT_URL, json=chat_completion([thinking], finish_reason="tool_calls", tool_calls=[call]))
+    model = (llm.get_async_model if async_ else llm.get_model)("magistral-small")
+    response = model.prompt("Look up x", tools=[lookup], stream=stream)
+    [message] = (await response.messages()) if async_ else response.messages()
+    assert [type(p).__name__ for p in message.parts] == ["ReasoningPart", "ToolCallPart"]
+    assert message.parts[0].provider_metadata == {"mistral": {"signature": "tool-sig"}}
+    assert message.parts[1].arguments == {"q": "x"} and message.parts[1].tool_call_id == "call12345"
+
+
+def test_recorded_completion_is_sent_back_as_recorded(mock, key, recorded):
+    """The non-streamed thinking goes back byte for byte as in the recorded replay the service accepted."""
+    replay = json.loads((recorded / "magistral-completion-replay.json").read_text())
+    mock.add_response(url=CHAT_URL, content=(recorded / "magistral-high-completion.json").read_bytes())
+    mock.add_response(url=CHAT_URL, json=replay["response"])
+    conversation = llm.get_model("magistral-small").conversation()
+    assert conversation.prompt("What is 17 times 19? Answer briefly.", stream=False).text() == "323"
+    answer = conversation.prompt("What is that result plus one? Answer only the number.", stream=False)
+    assert answer.text() == "324"
+    assert sent(mock)[1]["messages"] == replay["request"]["messages"]
+
+
+def test_recorded_stream_is_one_block_sent_back_in_its_fragments(mock, key, recorded):
+    """A streamed thinking block goes back with the fragments the service streamed, each as it came, and its
+    ``closed`` flag; the recorded replay the service accepted holds the same fragments in the same order."""
+    raw = (recorded / "magistral-high-stream.sse").read_bytes()
+    fragments = [
+        item
+        for line in raw.decode().splitlines() if line.startswith("data: {")
+        for piece in json.loads(line[6:])["choices"][0]["delta"].get("content") or ()
+        if isinstance(piece, dict) and piece["type"] == "thinking"
+        for item in piece["thinking"]
+    ]
+    replay = json.loads((recorded / "magistral-stream-replay.json").read_text())
+    recorded_items = [t for c in replay["request"]["messages"][1]["content"] if c["type"] == "thinking"
+                      for t in c["thinking"]]
+    assert recorded_items == fragments and len(fragments) > 50
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=raw)
+    mock.add_response(url=CHAT_URL, json=replay["response"])
+    conversation = llm.get_model("magistral-small").conversation()
+    first = conversation.prompt("What is 17 times 19? Answer briefly.", reasoning_effort="high")
+    assert first.text() == "323"
+    [message] = first.messages()
+    assert [type(p).__name__ for p in message.parts] == ["ReasoningPart", "TextPart"]
+    assert conversation.prompt("What is that result plus one?", stream=False).text() == "324"
+    assistant = sent(mock)[1]["messages"][1]
+    assert assistant == {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": fragments, "closed": True}, {"type": "text", "text": "323"}]}
