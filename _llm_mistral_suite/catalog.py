@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -91,9 +92,29 @@ def catalog_cache_path() -> Path:
     return llm.user_dir() / "mistral-suite-models.json"
 
 
-def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> CatalogEntry:
-    """A catalog entry from one card of ``GET /v1/models``, keeping built-in aliases and routes."""
-    caps = {ours for flag, ours in CAPABILITY_FLAGS.items() if (card.get("capabilities") or {}).get(flag)}
+def llm_mistral_cache_path() -> Path:
+    """llm-mistral's own copy of ``GET /v1/models``, if the user had that plugin: the ids it registered."""
+    return llm.user_dir() / "mistral_models.json"
+
+
+def family_entry(card: dict[str, Any], builtin: dict[str, CatalogEntry]) -> CatalogEntry | None:
+    """The built-in model a card is a version of: one its ``aliases`` name, or ``<name>-latest`` for a dated
+    ``<name>-YYMM`` (``magistral-medium-2509`` is a Magistral Medium: a reasoning model)."""
+    names = [alias for alias in card.get("aliases") or () if isinstance(alias, str)]
+    names.append(re.sub(r"-\d{4}$", "-latest", card["id"]))
+    return next((builtin[name] for name in names if name in builtin), None)
+
+
+def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None, family: CatalogEntry | None = None) -> CatalogEntry:
+    """A catalog entry from one card of ``GET /v1/models``, merged with what the built-in catalog knows.
+
+    The card adds the capabilities it claims; it never takes away those the built-in entry (or, for a
+    version of a built-in model, its ``family``) knows: cards often say nothing of, or deny, reasoning or
+    vision that the model has. Built-in aliases, routes and replacements are kept."""
+    flags = card.get("capabilities")
+    said = {ours for flag, ours in CAPABILITY_FLAGS.items() if flags.get(flag)} if flags is not None else None
+    known = (builtin or family or CatalogEntry(card["id"], capabilities=frozenset())).capabilities
+    caps = known | (said if said is not None else (set() if builtin or family else {"chat", "tools"}))
     if "embed" in card["id"]:
         caps = {"embedding"}
     deprecation = card.get("deprecation")
@@ -104,8 +125,8 @@ def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> Catal
         status = RETIRED
     base = builtin or CatalogEntry(card["id"])
     return base._replace(
-        context=card.get("max_context_length") or base.context,
-        capabilities=frozenset(caps) or base.capabilities,
+        context=card.get("max_context_length") or base.context or (family.context if family else None),
+        capabilities=frozenset(caps),
         status=status,
         deprecation_date=str(deprecation)[:10] if deprecation else None,
         replacement=card.get("deprecation_replacement_model") or base.replacement,
@@ -113,15 +134,24 @@ def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> Catal
     )
 
 
+def _cards(path: Path) -> list[Any]:
+    cards = read_json_object(path).get("data")
+    return cards if isinstance(cards, list) else []
+
+
 def load_catalog() -> list[CatalogEntry]:
-    """The built-in catalog updated by the cache of ``llm mistral refresh``; never raises."""
-    entries = {entry.api_name: entry for entry in BUILTIN_CATALOG}
-    cards = read_json_object(catalog_cache_path()).get("data")
-    for card in cards if isinstance(cards, list) else ():
-        try:
-            entries[card["id"]] = entry_from_card(card, entries.get(card["id"]))
-        except (KeyError, TypeError, AttributeError):
-            continue  # a card we cannot read is skipped, never fatal
+    """The built-in catalog, updated by the cache of ``llm mistral refresh`` and completed by the ids of
+    llm-mistral's cache (old data: it adds models, never changes known ones); never raises."""
+    builtin = {entry.api_name: entry for entry in BUILTIN_CATALOG}
+    entries = dict(builtin)
+    for path, fills_gaps in ((llm_mistral_cache_path(), True), (catalog_cache_path(), False)):
+        for card in _cards(path):
+            try:
+                if fills_gaps and card["id"] in entries:
+                    continue
+                entries[card["id"]] = entry_from_card(card, builtin.get(card["id"]), family_entry(card, builtin))
+            except (KeyError, TypeError, AttributeError):
+                continue  # a card we cannot read is skipped, never fatal
     return list(entries.values())
 
 

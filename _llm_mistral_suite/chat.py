@@ -33,6 +33,7 @@ class _MistralChatBase:
     def __init__(self, entry: CatalogEntry) -> None:
         self.entry = entry
         self.model_id = entry.model_id
+        self.options_name = "MistralReasoningOptions" if "reasoning" in entry.capabilities else "MistralOptions"
         self.supports_tools = "tools" in entry.capabilities
         self.attachment_types = (IMAGE_TYPES if "vision" in entry.capabilities else frozenset()) | (
             AUDIO_TYPES if "audio" in entry.capabilities else frozenset()
@@ -46,11 +47,6 @@ class _MistralChatBase:
 
     def request_body(self, prompt: llm.Prompt, stream: bool) -> dict[str, Any]:
         entry, options = self.entry, prompt.options
-        if options.reasoning_effort is not None and "reasoning" not in entry.capabilities:
-            raise MistralSuiteError(
-                f"reasoning_effort works only with reasoning models (such as magistral-medium); "
-                f"{entry.api_name} is not one."
-            )
         messages = chat_messages(prompt, thinking=True)
         if options.prefix is not None:
             messages.append({"role": "assistant", "content": options.prefix, "prefix": True})
@@ -58,7 +54,7 @@ class _MistralChatBase:
         if stream:
             body["stream"] = True
         for name in PASS_THROUGH_OPTIONS:
-            value = getattr(options, name)
+            value = getattr(options, name, None)  # reasoning_effort exists on reasoning models only
             if value is not None:
                 body[name] = value
         if options.prediction is not None:

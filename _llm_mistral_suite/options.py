@@ -21,17 +21,20 @@ class OptionsFor:
     """A model class's ``Options``: the named class of ``option_classes()``, built when llm first asks for it.
 
     Building pydantic classes costs milliseconds, and every `llm` command that looks a model up registers
-    all of ours; only a prompt or ``llm models --options`` needs the options.
+    all of ours; only a prompt or ``llm models --options`` needs the options. A model instance whose
+    ``options_name`` is set gets that class instead (its kind decides: reasoning models take more).
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __get__(self, instance: Any, owner: type) -> type[llm.Options]:
-        return option_classes()[self.name]
+        return option_classes()[getattr(instance, "options_name", None) or self.name]
 
 
-OPTION_CLASSES = ("OptionsBase", "MistralOptions", "FIMOptions", "ServerOptions", "LocalOptions")
+OPTION_CLASSES = (
+    "OptionsBase", "MistralOptions", "MistralReasoningOptions", "FIMOptions", "ServerOptions", "LocalOptions",
+)
 
 
 def __getattr__(name: str) -> type[llm.Options]:
@@ -57,7 +60,8 @@ def _json_list_or_str(value: Any) -> Any:
 @functools.cache
 def option_classes() -> dict[str, type[llm.Options]]:
     """Every options class by name, built once."""
-    from pydantic import ConfigDict, Field, field_validator
+    from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+    from pydantic_core import InitErrorDetails, PydanticCustomError
 
     class OptionsBase(llm.Options):
         """llm options whose validator is built on first use (building it at import would cost every
@@ -75,6 +79,22 @@ def option_classes() -> dict[str, type[llm.Options]]:
     class MistralOptions(OptionsBase):
         """Options of Mistral's chat API; each is sent only when set."""
 
+        @model_validator(mode="before")
+        @classmethod
+        def _legacy_names(cls, values: Any) -> Any:
+            """Say why a non-reasoning model refuses ``reasoning_effort``. And llm-mistral before 0.16 called
+            safe_prompt ``safe_mode`` and logged it with every prompt: `llm -c` validates those options again."""
+            if isinstance(values, dict) and "reasoning_effort" in values and "reasoning_effort" not in cls.model_fields:
+                raise ValidationError.from_exception_data(cls.__name__, [InitErrorDetails(
+                    type=PydanticCustomError("reasoning_models_only", "works only with reasoning models, such as "
+                                             "magistral-medium (`llm models --options` lists each model's)"),
+                    loc=("reasoning_effort",), input=values["reasoning_effort"])])
+            if isinstance(values, dict) and "safe_mode" in values:
+                values = dict(values)
+                safe_mode = values.pop("safe_mode")
+                values.setdefault("safe_prompt", safe_mode)
+            return values
+
         temperature: Optional[float] = Field(None, ge=0, le=1.5, description="Sampling temperature, 0 to 1.5")
         top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling probability mass, (0, 1]")
         max_tokens: Optional[int] = Field(None, ge=1, description="Maximum number of tokens to generate")
@@ -84,11 +104,15 @@ def option_classes() -> dict[str, type[llm.Options]]:
         safe_prompt: Optional[bool] = Field(None, description="Inject Mistral's safety system prompt")
         prefix: Optional[str] = Field(None, description="Start the answer with this text (assistant prefix)")
         prediction: Optional[str] = Field(None, description="Expected output, to speed up near-identical rewrites")
-        reasoning_effort: Optional[Literal["none", "minimal", "low", "medium", "high", "xhigh"]] = Field(
-            None, description="How much reasoning models think: none, minimal, low, medium, high or xhigh"
-        )
         tool_choice: Optional[str] = Field(
             None, description="auto, none, any, required, or the name of one tool the model must call"
+        )
+
+    class MistralReasoningOptions(MistralOptions):
+        """Options of Mistral's reasoning models (magistral): the chat options and how much to think."""
+
+        reasoning_effort: Optional[Literal["none", "minimal", "low", "medium", "high", "xhigh"]] = Field(
+            None, description="How much the model thinks: none, minimal, low, medium, high or xhigh"
         )
 
     class FIMOptions(OptionsBase):
@@ -131,5 +155,5 @@ def option_classes() -> dict[str, type[llm.Options]]:
             None, description="Fill in the middle (Codestral GGUF files): the code after the gap; the prompt is the code before it"
         )
 
-    classes = (OptionsBase, MistralOptions, FIMOptions, ServerOptions, LocalOptions)
+    classes = (OptionsBase, MistralOptions, MistralReasoningOptions, FIMOptions, ServerOptions, LocalOptions)
     return {cls.__name__: cls for cls in classes}

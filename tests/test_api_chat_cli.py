@@ -277,6 +277,8 @@ FAILURES = {
         ("404", "Invalid model: open-mistral-nemo", "llm mistral local download mistral-nemo", "llm mistral refresh"), 1,
         (error_reply(404, "Invalid model: open-mistral-nemo", type="invalid_model", code="1500"),)),
     "bad-option": Failure(("-m", "mistral-large", "-o", "temperature", "3", "hi"), ("temperature",), 0),
+    "reasoning-effort-on-a-plain-model": Failure(
+        ("-m", "mistral-large", "-o", "reasoning_effort", "high", "hi"), ("reasoning_effort",), 0),
     "stream-cut": Failure(
         ("-m", "mistral-large", "tell me"), ("cut", "incomplete"), 1,  # no retry once text was shown
         (SSEReply(chat_stream_events(["Hello", " wor", "ld", "!"]), cut_after=3),),

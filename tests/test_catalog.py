@@ -17,7 +17,7 @@ from api_mock import (
 )
 from click.testing import CliRunner
 from conftest import SENTINEL_KEY
-from fake_mistral import DEFAULT_MODELS, model_card
+from fake_mistral import DEFAULT_MODELS, chat_completion, model_card
 
 from _llm_mistral_suite import catalog
 from _llm_mistral_suite.catalog import (
@@ -151,6 +151,40 @@ def test_refresh_caches_models_payload(mock, key):
     assert rows["mistral/mistral-small-latest"]["status"] == "deprecated"
     assert rows["mistral/ft:open-mistral-7b:abc123:20240101:xyz"]["capabilities"] == ["chat", "tools"]
     assert len(mock.get_requests()) == 1  # listing and lookups read the cache only
+
+
+@pytest.mark.parametrize("reasoning_flag", ["absent", False])
+def test_refreshed_cards_keep_built_in_capabilities(mock, key, reasoning_flag):
+    """A card that says nothing about reasoning (or denies it) does not take the built-in capability away;
+    a dated version of a built-in model gets its family's; a card adds what it claims."""
+    def card(id: str, *caps: str, **extra) -> dict:
+        made = model_card(id, *caps, **extra)
+        if reasoning_flag == "absent":
+            del made["capabilities"]["reasoning"]
+        return made
+
+    cards = [
+        card("magistral-medium-latest", "completion_chat", "function_calling", aliases=("magistral-medium-2509",)),
+        card("magistral-medium-2509", "completion_chat", "function_calling", "vision",
+             aliases=("magistral-medium-latest",)),
+        card("magistral-small-2507", "completion_chat"),  # no alias: its name says what it is a version of
+        card("mistral-large-latest", "completion_chat"),  # silent on tools and vision
+        card("mistral-ocr-2512", "ocr"),  # not a chat model
+    ]
+    mock.add_response(url=f"{API}/models", method="GET", json={"object": "list", "data": cards})
+    assert CliRunner().invoke(llm.cli.cli, ["mistral", "refresh"]).exit_code == 0
+    for name in ("magistral-medium", "mistral/magistral-medium-2509", "mistral/magistral-small-2507"):
+        for model in (llm.get_model(name), llm.get_async_model(name)):
+            assert "reasoning" in model.entry.capabilities, name
+            assert model.Options(reasoning_effort="high").reasoning_effort == "high"
+    assert "vision" in llm.get_model("mistral/magistral-medium-2509").entry.capabilities  # the card adds it
+    large = llm.get_model("mistral-large")
+    assert {"tools", "vision"} <= large.entry.capabilities and "reasoning_effort" not in large.Options.model_fields
+    with pytest.raises(llm.UnknownModelError):
+        llm.get_model("mistral/mistral-ocr-2512")
+    mock.add_response(url=CHAT_URL, json=chat_completion("ok"))
+    assert llm.get_model("magistral-medium").prompt("hi", reasoning_effort="low", stream=False).text() == "ok"
+    assert json.loads(mock.get_requests()[-1].content)["reasoning_effort"] == "low"
 
 
 def test_404_on_a_model_with_a_known_successor_names_it(mock, key):

@@ -18,6 +18,7 @@ from api_mock import (
     user,
     weather,
 )
+from click.testing import CliRunner
 from conftest import SENTINEL_KEY
 from fake_mistral import chat_completion, chat_stream_events
 
@@ -93,11 +94,35 @@ def test_single_stop_string_stays_a_string(mock, key):
     assert body["stop"] == "END"
 
 
-def test_reasoning_effort_only_for_reasoning_models(mock, key):
-    with pytest.raises(MistralSuiteError, match="reasoning_effort"):
-        llm.get_model("mistral-large").prompt("hi", reasoning_effort="high").text()
+@pytest.mark.parametrize("get_model", [llm.get_model, llm.get_async_model])
+def test_reasoning_effort_only_for_reasoning_models(mock, key, get_model):
+    """Options per model kind: only reasoning models list and take reasoning_effort."""
+    plain, reasoning = get_model("mistral-large"), get_model("magistral-small")
+    assert "reasoning_effort" not in plain.Options.model_fields
+    assert "reasoning_effort" in reasoning.Options.model_fields
+    assert {"temperature", "prefix", "tool_choice"} <= set(plain.Options.model_fields)
+    with pytest.raises(pydantic.ValidationError, match="works only with reasoning models"):
+        plain.Options(reasoning_effort="high")
+    with pytest.raises(pydantic.ValidationError, match="reasoning_effort"):
+        plain.prompt("hi", reasoning_effort="high")
     assert mock.get_requests() == []
     assert build("magistral-small", [user("hi")], reasoning_effort="high")["reasoning_effort"] == "high"
+
+
+def test_reasoning_effort_in_llm_models_options():
+    magistral, large = (CliRunner().invoke(llm.cli.cli, ["models", "--options", "-q", f"mistral/{name}"]).output
+                        for name in ("magistral-small-latest", "mistral-large-latest"))
+    assert magistral.startswith("MistralChat: mistral/magistral-small-latest") and "Options:" in magistral
+    assert large.startswith("MistralChat: mistral/mistral-large-latest") and "Options:" in large
+    assert "reasoning_effort" in magistral and "reasoning_effort" not in large
+    assert "temperature" in magistral and "temperature" in large
+
+
+def test_options_logged_by_llm_mistral_still_validate():
+    """llm-mistral before 0.16 logged ``safe_mode`` (now safe_prompt) with every prompt; `llm -c` validates the
+    logged options of earlier turns again."""
+    options = llm.get_model("mistral-small").Options(temperature=0.7, top_p=1, safe_mode=False)
+    assert (options.safe_prompt, options.temperature) == (False, 0.7)
 
 
 def test_system_prompt_from_prompt_kwargs(mock, key):
