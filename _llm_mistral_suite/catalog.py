@@ -73,6 +73,40 @@ BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
            replacement="codestral-latest", description="Codestral Mamba"),
     catalog_entry("mathstral-7b", context=32768, caps="chat", status=RETIRED, replacement="magistral-small-latest",
            local_route="mathstral-7b", description="Mathstral 7B (open weights only, never a GA API model)"),
+    # llm-mistral's ids over the years (its DEFAULT_ALIASES; logs.db holds conversations under them, and
+    # `llm -c` looks the model up by id). Retired ones: dates of Mistral's model pages; the ones it still lists
+    # as deprecated are sent, and a 404 then names the successor.
+    catalog_entry("mistral-tiny", "mistral-tiny", context=32768, caps="chat", status=RETIRED,
+           deprecation_date="2025-03-30", replacement="ministral-8b-latest", local_route="mistral-7b",
+           description="Mistral 7B (open-mistral-7b)"),
+    catalog_entry("mistral-small", context=32768, caps="chat", status=DEPRECATED, replacement="mistral-small-latest",
+           local_route="mixtral-8x7b", description="Mixtral 8x7B, the first mistral-small"),
+    catalog_entry("mistral-small-2312", "mistral-small-2312", context=32768, caps="chat", status=RETIRED,
+           deprecation_date="2025-03-30", replacement="mistral-small-latest", local_route="mixtral-8x7b",
+           description="Mixtral 8x7B (open-mixtral-8x7b)"),
+    catalog_entry("mistral-small-2402", "mistral-small-2402", context=32768, caps="chat tools", status=RETIRED,
+           deprecation_date="2025-06-16", replacement="mistral-small-latest"),
+    catalog_entry("mistral-small-2409", "mistral-small-2409", context=32768, caps="chat tools", status=DEPRECATED,
+           replacement="mistral-small-latest"),
+    catalog_entry("mistral-small-2501", "mistral-small-2501", context=32768, caps="chat tools", status=DEPRECATED,
+           replacement="mistral-small-latest"),
+    catalog_entry("mistral-medium", context=32768, caps="chat", status=DEPRECATED, replacement="mistral-medium-latest"),
+    catalog_entry("mistral-medium-2312", "mistral-medium-2312", context=32768, caps="chat tools", status=RETIRED,
+           deprecation_date="2025-06-16", replacement="mistral-medium-latest"),
+    catalog_entry("mistral-medium-2505", "mistral-medium-2505", context=131072, caps="chat tools vision",
+           status=DEPRECATED, replacement="mistral-medium-latest"),
+    catalog_entry("magistral-small-2506", "magistral-small-2506", context=40960, caps="chat tools reasoning",
+           status=DEPRECATED, replacement="mistral-small-latest"),
+    catalog_entry("magistral-medium-2506", "magistral-medium-2506", context=40960, caps="chat tools reasoning",
+           status=DEPRECATED, replacement="mistral-medium-latest"),
+    catalog_entry("codestral-mamba-latest", "codestral-mamba", context=262144, caps="chat", status=RETIRED,
+           deprecation_date="2025-06-06", replacement="codestral-latest", description="Codestral Mamba"),
+    catalog_entry("pixtral-12b-latest", "pixtral-12b", context=131072, caps="chat tools vision", status=RETIRED,
+           deprecation_date="2025-12-31", replacement="ministral-14b-latest"),
+    catalog_entry("pixtral-12b", context=131072, caps="chat tools vision", status=RETIRED,
+           deprecation_date="2025-12-31", replacement="ministral-14b-latest"),
+    catalog_entry("voxtral-mini-2507", context=32768, caps="chat audio"),
+    catalog_entry("voxtral-small-2507", context=32768, caps="chat tools audio"),
     # Embeddings (`llm embed`).
     catalog_entry("mistral-embed", "mistral-embed", context=8192, caps="embedding"),
     catalog_entry("codestral-embed", context=8192, caps="embedding"),
@@ -168,12 +202,15 @@ def alternatives(entry: CatalogEntry) -> str:
     """What still runs a model the API no longer serves: its successor and the local route."""
     routes = []
     if entry.replacement:
-        routes.append(f"use {entry.replacement} on the API (llm -m mistral/{entry.replacement})")
+        routes.append(f"use {entry.replacement} on the API (llm -m mistral/{entry.replacement}; "
+                      f"llm -c -m mistral/{entry.replacement} continues a conversation with it)")
     if entry.local_route:
         routes.append(
             f"run {entry.description or entry.api_name} yourself: `llm mistral local download {entry.local_route}`"
             " (llama.cpp) or a llamafile (`llm -m llamafile`)"
         )
+    if not routes:
+        return "`llm mistral models` lists the models the API serves."
     return "Instead, " + "; or ".join(routes) + "."
 
 

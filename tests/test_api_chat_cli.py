@@ -569,6 +569,99 @@ def test_signed_blocks_continued(s, mode):
     ]}
 
 
+# --- conversations logged by llm-mistral, continued with `llm -c` ------------------------------------
+
+
+def _legacy_log(user_dir: Path, model_id: str) -> None:
+    """A conversation as llm 0.35 and older logged it for llm-mistral (the legacy ``responses`` table), with the
+    options llm-mistral before 0.16 logged on every prompt (its defaults, ``safe_mode`` among them)."""
+    import sqlite_utils
+    from llm.migrations import migrate
+
+    db = sqlite_utils.Database(user_dir / "logs.db")
+    migrate(db)
+    db["conversations"].insert({"id": "01j0legacyconversation0000", "name": "Name a colour", "model": model_id})
+    db["responses"].insert({
+        "id": "01j0legacyresponse00000000", "model": model_id, "prompt": "Name a colour", "system": "Be brief",
+        "prompt_json": None, "options_json": json.dumps({"temperature": 0.7, "top_p": 1, "safe_mode": False}),
+        "response": "Blue.", "response_json": None, "conversation_id": "01j0legacyconversation0000",
+        "duration_ms": 900, "datetime_utc": "2024-11-02T10:00:00"})  # fmt: skip
+
+
+def _llm_mistral_016_log(user_dir: Path, model_id: str) -> None:
+    """A reasoning reply as llm-mistral 0.16 logged it with llm 0.36: a part per signed thinking block, the
+    raw chunk kept in provider_metadata as ``content_chunk``."""
+    import llm
+    import sqlite_utils
+    from llm.migrations import migrate
+    from llm.parts import StreamEvent
+
+    blocks = [("Seventeen times twenty is 340.", "sig-a"), (" Minus seventeen: 323.", "sig-b")]
+
+    class LlmMistral016(llm.Model):
+        can_stream = True
+
+        def __init__(self) -> None:
+            self.model_id = model_id
+
+        def execute(self, prompt, stream, response, conversation):  # type: ignore[no-untyped-def]
+            for index, (text, signature) in enumerate(blocks):
+                raw = {"type": "thinking", "thinking": [{"type": "text", "text": text}], "signature": signature}
+                yield StreamEvent(type="reasoning", chunk=text, part_index=index,
+                                  provider_metadata={"mistral": {"content_chunk": raw, "signature": signature}})
+            yield StreamEvent(type="text", chunk="323", part_index=len(blocks))
+
+    db = sqlite_utils.Database(user_dir / "logs.db")
+    migrate(db)
+    response = LlmMistral016().conversation().prompt(QUESTION)
+    assert response.text() == "323"
+    response.log_to_db(db)
+
+
+@scenario()
+def continue_llm_mistral_conversations(s: CLISession) -> None:
+    _legacy_log(s.user_dir, "mistral/mistral-small-2409")
+    s.run("-c", "Another one?")
+    for path in s.user_dir.glob("logs.db*"):  # a fresh log (and no WAL of the old one)
+        path.unlink()
+    _llm_mistral_016_log(s.user_dir, "mistral/magistral-medium-2506")
+    s.run("-c", FOLLOW_UP)
+
+
+def test_continue_llm_mistral_conversations(s):
+    """Conversations logged under llm-mistral's dated ids continue: the model resolves, the logged options
+    validate, and the history (its signed thinking blocks included) is sent back."""
+    legacy, reasoning = s.results
+    assert assert_cli_ok(legacy) == "echo: Another one?\n"
+    assert assert_cli_ok(reasoning) == f"echo: {FOLLOW_UP}\n"
+    first, second = s.bodies()
+    assert first["model"] == "mistral-small-2409" and first["messages"] == [
+        {"role": "system", "content": "Be brief"}, {"role": "user", "content": "Name a colour"},
+        {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "Another one?"}]
+    assert second["model"] == "magistral-medium-2506"
+    assert second["messages"][1] == {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "Seventeen times twenty is 340."}],
+         "signature": "sig-a"},
+        {"type": "thinking", "thinking": [{"type": "text", "text": " Minus seventeen: 323."}], "signature": "sig-b"},
+        {"type": "text", "text": "323"}]}
+
+
+@scenario()
+def continue_a_retired_llm_mistral_conversation(s: CLISession) -> None:
+    _legacy_log(s.user_dir, "mistral/mistral-small-2402")
+    s.run("-c", "Another one?")
+    s.run("-c", "-m", "mistral-small", "Another one?")
+
+
+def test_continue_a_retired_llm_mistral_conversation(s):
+    retired, switched = s.results
+    assert_cli_error(retired, "mistral-small-2402 was retired", "llm -c -m mistral/mistral-small-latest")
+    assert assert_cli_ok(switched) == "echo: Another one?\n"
+    [body] = s.bodies()
+    assert body["model"] == "mistral-small-latest" and [m["content"] for m in body["messages"]] == [
+        "Be brief", "Name a colour", "Blue.", "Another one?"]
+
+
 @scenario()
 def recorded_tool_call_and_answer(s: CLISession) -> None:
     recorded = require_recorded()

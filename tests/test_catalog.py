@@ -192,3 +192,91 @@ def test_404_on_a_model_with_a_known_successor_names_it(mock, key):
         "object": "error", "message": "Invalid model: magistral-small-latest", "type": "invalid_model"})
     with pytest.raises(MistralSuiteError, match="no longer serves magistral-small-latest.*mistral-small-latest"):
         llm.get_model("magistral-small").prompt("hi").text()
+
+
+# --- every id llm-mistral registered resolves (switching users' logs.db and muscle memory) ---------------
+
+# The model ids and aliases of llm-mistral's DEFAULT_ALIASES across its releases (0.2 to 0.16).
+LLM_MISTRAL_IDS = {
+    "mistral/mistral-tiny": "mistral-tiny", "mistral/mistral-small": None, "mistral/mistral-medium": None,
+    "mistral/open-mistral-nemo": "mistral-nemo", "mistral/mistral-small-2312": "mistral-small-2312",
+    "mistral/mistral-small-2402": "mistral-small-2402", "mistral/mistral-small-2409": "mistral-small-2409",
+    "mistral/mistral-small-2501": "mistral-small-2501", "mistral/magistral-small-2506": "magistral-small-2506",
+    "mistral/magistral-small-latest": "magistral-small", "mistral/mistral-small-latest": "mistral-small",
+    "mistral/mistral-medium-2312": "mistral-medium-2312", "mistral/mistral-medium-2505": "mistral-medium-2505",
+    "mistral/magistral-medium-2506": "magistral-medium-2506", "mistral/magistral-medium-latest": "magistral-medium",
+    "mistral/mistral-medium-latest": "mistral-medium", "mistral/mistral-large-latest": "mistral-large",
+    "mistral/codestral-mamba-latest": "codestral-mamba", "mistral/codestral-latest": "codestral",
+    "mistral/ministral-3b-latest": "ministral-3b", "mistral/ministral-8b-latest": "ministral-8b",
+    "mistral/pixtral-12b-latest": "pixtral-12b", "mistral/pixtral-12b": None,
+    "mistral/pixtral-large-latest": "pixtral-large", "mistral/devstral-small-latest": "devstral-small",
+    "mistral/voxtral-mini-2507": None, "mistral/voxtral-small-2507": None,  # their aliases now name -latest
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model_id", LLM_MISTRAL_IDS)
+def test_every_llm_mistral_id_resolves(mock, key, model_id):
+    for get_model in (llm.get_model, llm.get_async_model):
+        model = get_model(model_id)
+        assert model.model_id == model_id and isinstance(model, (MistralChat, AsyncMistralChat))
+        if LLM_MISTRAL_IDS[model_id]:
+            assert get_model(LLM_MISTRAL_IDS[model_id]).model_id == model_id
+    entry = llm.get_model(model_id).entry
+    if entry.status == catalog.RETIRED:  # the retired-model guidance, before any request
+        with pytest.raises(MistralSuiteError, match=f"retired.*{entry.replacement}"):
+            llm.get_model(model_id).prompt("hi").text()
+        assert mock.get_requests() == []
+    else:  # sent under its own name; a 404 names the successor
+        mock.add_response(url=CHAT_URL, json=chat_completion("ok"))
+        assert llm.get_model(model_id).prompt("hi", stream=False).text() == "ok"
+        assert json.loads(mock.get_requests()[-1].content)["model"] == entry.api_name
+        if entry.status == DEPRECATED:
+            mock.add_response(url=CHAT_URL, status_code=404, json={"object": "error", "type": "invalid_model",
+                                                                   "message": f"Invalid model: {entry.api_name}"})
+            with pytest.raises(MistralSuiteError, match=f"no longer serves {entry.api_name}.*{entry.replacement}"):
+                llm.get_model(model_id).prompt("hi", stream=False).text()
+
+
+def test_magistral_2506_ids_are_reasoning_models():
+    for name in ("magistral-small-2506", "magistral-medium-2506"):
+        assert "reasoning_effort" in llm.get_model(name).Options.model_fields
+
+
+def _llm_mistral_cache(*cards: dict) -> None:
+    """llm-mistral's cache: GET /v1/models as it saved it."""
+    (llm.user_dir() / "mistral_models.json").write_text(json.dumps({"object": "list", "data": list(cards)}, indent=2))
+
+
+def test_llm_mistral_cache_adds_the_ids_it_listed(mock, key):
+    _llm_mistral_cache(
+        model_card("mistral-large-2411", "completion_chat", "function_calling", aliases=("mistral-large-latest",)),
+        model_card("open-mixtral-8x22b-2404", "completion_chat", "function_calling"),
+        model_card("magistral-medium-2507", "completion_chat", "function_calling"),  # says nothing of reasoning
+        model_card("codestral-2405", "completion_chat", "completion_fim", deprecation="2025-01-01",
+                   replacement="codestral-latest"),
+        model_card("mistral-ocr-2505", "ocr"),
+        # Old cards of models the catalog knows do not change them (the built-in catalog is newer).
+        model_card("mistral-large-latest", "completion_chat", max_context_length=32768),
+        model_card("open-mistral-7b", "completion_chat", "function_calling"),
+    )
+    ids = {m.model_id for m, _, _ in registered_models()}
+    assert {"mistral/mistral-large-2411", "mistral/open-mixtral-8x22b-2404", "mistral/codestral-2405"} <= ids
+    assert "mistral/mistral-ocr-2505" not in ids  # not a chat model
+    assert llm.get_model("mistral/mistral-large-2411").supports_tools
+    assert "vision" in llm.get_model("mistral/mistral-large-2411").entry.capabilities  # its family's
+    assert "reasoning_effort" in llm.get_model("mistral/magistral-medium-2507").Options.model_fields
+    assert llm.get_model("mistral-large").entry.context == 262144
+    assert llm.get_model("mistral/open-mistral-7b").entry.status == catalog.RETIRED
+    with pytest.raises(MistralSuiteError, match="retired.*codestral-latest"):
+        llm.get_model("mistral/codestral-2405").prompt("hi").text()
+    # Our own refresh cache is the service's current word: it overrides llm-mistral's old cards.
+    catalog_cache_path().write_text(json.dumps({"data": [
+        model_card("mistral-large-2411", "completion_chat", deprecation="2026-05-31", replacement="mistral-large-2512")]}))
+    assert llm.get_model("mistral/mistral-large-2411").entry.status == catalog.RETIRED
+    assert mock.get_requests() == []
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff not json", b'{"data": "not a list"}', b'[1]', b""])
+def test_a_damaged_llm_mistral_cache_is_ignored(content):
+    (llm.user_dir() / "mistral_models.json").write_bytes(content)
+    assert {e.model_id for e in CHAT_ENTRIES} <= {m.model_id for m, _, _ in registered_models()}

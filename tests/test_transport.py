@@ -126,14 +126,19 @@ DETAIL = [{"loc": ["body", "temperature"], "msg": "Input should be less than or 
            "type": "less_than_equal"}]
 
 
-@pytest.mark.parametrize("body", [
-    {"detail": "Unauthorized"}, {"message": "Unauthorized", "request_id": "abc"}, None,
+@pytest.mark.parametrize("body, said", [
+    ({"detail": "Unauthorized"}, "Unauthorized"),
+    ({"message": "Unauthorized", "request_id": "abc"}, "Unauthorized"),
+    ({"message": "API key expired on 2026-01-31", "request_id": "abc"}, "API key expired on 2026-01-31"),
+    (None, ""),
 ])  # fmt: skip
-def test_401_says_how_to_set_the_key(mock, key, body):
+def test_401_says_how_to_set_the_key_and_what_the_service_said(mock, key, body, said):
     mock.add_response(url=CHAT_URL, status_code=401, **({"json": body} if body else {}))
     with pytest.raises(MistralSuiteError) as info:
         llm.get_model("mistral-large").prompt("hi").text()
-    assert "llm keys set mistral" in str(info.value) and "401" in str(info.value)
+    message = str(info.value)
+    assert "llm keys set mistral" in message and "401" in message and said in message
+    assert info.value.detail == said
 
 
 @pytest.mark.parametrize("body", [
