@@ -15,7 +15,7 @@ from .catalog import (
     retired_message,
 )
 from .errors import MistralSuiteError
-from .options import PASS_THROUGH_OPTIONS, OptionsFor
+from .options import PASS_THROUGH_OPTIONS, PROMPT_CACHE_OFF, OptionsFor
 from .replies import AsyncReplyModel, ReplyModel, ReplyRequest
 from .settings import mistral_endpoint, mistral_key
 from .wire import chat_messages, json_schema_format, tool_definitions
@@ -45,7 +45,8 @@ class _MistralChatBase:
             raise MistralSuiteError(retired_message(self.entry))
         return mistral_key(explicit_key)
 
-    def request_body(self, prompt: llm.Prompt, stream: bool) -> dict[str, Any]:
+    def request_body(self, prompt: llm.Prompt, stream: bool, conversation_id: str | None = None) -> dict[str, Any]:
+        """The request for ``prompt``; ``conversation_id`` is the default ``prompt_cache_key``."""
         entry, options = self.entry, prompt.options
         messages = chat_messages(prompt, thinking=True)
         if options.prefix is not None:
@@ -66,11 +67,15 @@ class _MistralChatBase:
             body["tool_choice"] = tool_choice(options.tool_choice, tools)
         if prompt.schema:
             body["response_format"] = json_schema_format(prompt.schema)
+        cache_key = options.prompt_cache_key if options.prompt_cache_key is not None else conversation_id
+        if cache_key and cache_key != PROMPT_CACHE_OFF:
+            body["prompt_cache_key"] = cache_key
         return body
 
-    def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
+    def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any = None) -> ReplyRequest:
+        body = self.request_body(prompt, stream, getattr(conversation, "id", None))
         return ReplyRequest(
-            mistral_endpoint(), "/chat/completions", key, self.request_body(prompt, stream), self.entry.api_name,
+            mistral_endpoint(), "/chat/completions", key, body, self.entry.api_name,
             explain=lambda error: missing_model_error(self.entry, error),
         )
 

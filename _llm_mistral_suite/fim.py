@@ -29,7 +29,7 @@ class _FIMBase:
     def get_key(self, explicit_key: str | None = None) -> str:
         return mistral_key(explicit_key)
 
-    def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
+    def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any = None) -> ReplyRequest:
         options = prompt.options
         name = (options.model or FIM_DEFAULT_MODEL).removeprefix("mistral/")  # -m mistral/codestral-2508
         entry = find_entry(name)

@@ -13,8 +13,10 @@ LOCAL_MAX_DEFAULT_CTX = 8192  # default n_ctx: the model's own context, capped (
 
 PASS_THROUGH_OPTIONS = (  # MistralOptions sent to the API as they are
     "temperature", "top_p", "max_tokens", "stop", "random_seed", "presence_penalty", "frequency_penalty",
-    "safe_prompt", "reasoning_effort",
+    "safe_prompt", "reasoning_effort", "service_tier", "guardrails",
 )
+PROMPT_CACHE_OFF = "none"  # -o prompt_cache_key none: send no key, not even the conversation's id
+GUARDRAIL_KEYS = frozenset({"block_on_error", "moderation_llm_v1", "moderation_llm_v2"})  # GuardrailConfig
 
 
 class OptionsFor:
@@ -107,6 +109,40 @@ def option_classes() -> dict[str, type[llm.Options]]:
         tool_choice: Optional[str] = Field(
             None, description="auto, none, any, required, or the name of one tool the model must call"
         )
+        prompt_cache_key: Optional[str] = Field(
+            None, description="Key of Mistral's prompt cache (cached prompt tokens are billed less); default: "
+            "the conversation's id; none: send no key"
+        )
+        service_tier: Optional[Literal["auto", "standard_only"]] = Field(
+            None, description="auto (priority capacity when your plan has it) or standard_only"
+        )
+        guardrails: Optional[list[dict[str, Any]]] = Field(
+            None, description='Moderation guardrails, JSON: \'[{"moderation_llm_v2": {"action": "block"}}]\''
+        )
+
+        @field_validator("prompt_cache_key", mode="before")
+        @classmethod
+        def _cache_key(cls, value: Any) -> Any:
+            return PROMPT_CACHE_OFF if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
+        @field_validator("guardrails", mode="before")
+        @classmethod
+        def _guardrails(cls, value: Any) -> Any:
+            """``-o guardrails`` arrives as a string: a JSON guardrail object or a list of them."""
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise PydanticCustomError("guardrails_json", "must be JSON: a guardrail object or a list of them "
+                                              """('{"moderation_llm_v2": {"action": "block"}}')""") from None
+            if isinstance(value, dict):
+                value = [value]
+            for item in value if isinstance(value, list) else ():
+                unknown = set(item) - GUARDRAIL_KEYS if isinstance(item, dict) else set()
+                if unknown:
+                    raise PydanticCustomError("guardrails_keys", f"unknown guardrail setting {sorted(unknown)[0]!r}; "
+                                              "a guardrail takes " + ", ".join(sorted(GUARDRAIL_KEYS)))
+            return value
 
     class MistralReasoningOptions(MistralOptions):
         """Options of Mistral's reasoning models (magistral): the chat options and how much to think."""

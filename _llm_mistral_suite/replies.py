@@ -72,23 +72,24 @@ async def arun_reply(
 
 
 class ReplyModel:
-    """``execute`` of a sync model whose ``reply_request(prompt, stream, key)`` says what to send."""
+    """``execute`` of a sync model whose ``reply_request(prompt, stream, key, conversation)`` says what to send
+    (``conversation``: llm's, or None outside one)."""
 
-    reply_request: Callable[[llm.Prompt, bool, Optional[str]], ReplyRequest]
+    reply_request: Callable[[llm.Prompt, bool, Optional[str], Any], ReplyRequest]
 
     def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
-        yield from run_reply(self.reply_request(prompt, stream, key), stream, response)
+        yield from run_reply(self.reply_request(prompt, stream, key, conversation), stream, response)
 
 
 class AsyncReplyModel:
     """``execute`` of an async model whose ``areply_request`` (by default ``reply_request``) says what to send."""
 
-    reply_request: Callable[[llm.Prompt, bool, Optional[str]], ReplyRequest]
+    reply_request: Callable[[llm.Prompt, bool, Optional[str], Any], ReplyRequest]
 
-    async def areply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
-        return self.reply_request(prompt, stream, key)
+    async def areply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any) -> ReplyRequest:
+        return self.reply_request(prompt, stream, key, conversation)
 
     async def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
-        request = await self.areply_request(prompt, stream, key)
+        request = await self.areply_request(prompt, stream, key, conversation)
         async for event in arun_reply(request, stream, response):
             yield event

@@ -196,14 +196,14 @@ class _ServerChatBase:
 class ServerChat(_ServerChatBase, ReplyModel, llm.KeyModel):
     """Chat with a model served by llamafile, llama.cpp's server, Ollama, vLLM or similar."""
 
-    def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
+    def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any = None) -> ReplyRequest:
         return self.request_for_model(prompt, stream, key, server_model_name(self.server, key))
 
 
 class AsyncServerChat(_ServerChatBase, AsyncReplyModel, llm.AsyncKeyModel):
     """Async twin of ``ServerChat``: the model name is looked up without blocking the event loop."""
 
-    async def areply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
+    async def areply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any = None) -> ReplyRequest:
         return self.request_for_model(prompt, stream, key, await aserver_model_name(self.server, key))
 
 

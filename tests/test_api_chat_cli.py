@@ -83,8 +83,10 @@ def prompt_streams(s: CLISession) -> None:
 def test_prompt_streams(s):
     assert assert_cli_ok(s.results[0]) == "echo: hello there\n"
     [body] = s.bodies()
+    with sqlite3.connect(s.user_dir / "logs.db") as db:
+        [(conversation_id,)] = db.execute("select id from threads").fetchall()
     assert body == {"model": "mistral-large-latest", "messages": [{"role": "user", "content": "hello there"}],
-                    "stream": True}
+                    "stream": True, "prompt_cache_key": conversation_id}
     [request] = s.fake.requests
     assert request.headers["authorization"] == f"Bearer {SENTINEL_KEY}"
     assert request.headers["accept"] == "text/event-stream"
@@ -205,8 +207,49 @@ def only_set_options_are_sent(s: CLISession) -> None:
 def test_only_set_options_are_sent(s):
     assert_cli_ok(s.results[0])
     [body] = s.bodies()
-    assert set(body) == {"model", "messages", "stream", "temperature", "max_tokens"}
+    assert set(body) == {"model", "messages", "stream", "temperature", "max_tokens", "prompt_cache_key"}
     assert (body["temperature"], body["max_tokens"]) == (0.2, 5)
+
+
+@scenario()
+def prompt_cache_and_service_tier(s: CLISession) -> None:
+    usage = {"prompt_tokens": 900, "completion_tokens": 2, "total_tokens": 902,
+             "prompt_tokens_details": {"cached_tokens": 768}, "service_tier": "priority"}
+    s.fake.queue(SSEReply(chat_stream_events(["Hi", "!"], usage=usage)))
+    s.run("-m", "mistral-large", "-o", "service_tier", "auto",
+          "-o", "guardrails", '{"moderation_llm_v2": {"action": "block"}, "block_on_error": true}', "hello")
+    s.run("-c", "again")  # the conversation's id is the cache key of every turn
+    s.run("-c", "-o", "prompt_cache_key", "none", "once more")
+    s.run("-m", "mistral-small", "-o", "prompt_cache_key", "my-app-v2", "--no-stream", "other")
+    s.run("logs", "--json", "-n", "0")
+    s.run("-m", "mistral-small", "-o", "guardrails", '[{"moderation": true}]', "x")
+    s.run("-m", "mistral-small", "-o", "guardrails", "block", "x")
+    s.run("-m", "mistral-small", "-o", "service_tier", "priority", "x")
+
+
+def test_prompt_cache_and_service_tier(s):
+    first, again, off, own_key, logs, *bad = s.results
+    for result in (first, again, off, own_key, logs):
+        assert_cli_ok(result)
+    expected = [("guardrails", "unknown guardrail setting 'moderation'"), ("guardrails", "must be JSON"),
+                ("service_tier", "'auto' or 'standard_only'")]
+    for result, (option, detail) in zip(bad, expected):
+        assert_cli_error(result, option)  # llm's form: "Error: <option>", then the reason
+        assert detail in result.stderr
+    bodies = s.bodies()
+    assert len(bodies) == 4  # the refused options sent nothing
+    with sqlite3.connect(s.user_dir / "logs.db") as db:
+        thread_ids = [row[0] for row in db.execute("select thread_id from turns order by id")]
+    assert thread_ids[0] == thread_ids[1] == thread_ids[2] != thread_ids[3]
+    assert [b.get("prompt_cache_key") for b in bodies] == [thread_ids[0], thread_ids[0], None, "my-app-v2"]
+    assert bodies[0]["service_tier"] == "auto"
+    assert bodies[0]["guardrails"] == [{"moderation_llm_v2": {"action": "block"}, "block_on_error": True}]
+    assert "service_tier" not in bodies[1] and "guardrails" not in bodies[1]  # options are per prompt
+    # The cached prompt tokens and the tier the service used are logged with the usage.
+    logged = json.loads(logs.stdout)
+    first_log = next(entry for entry in logged if entry["prompt"] == "hello")
+    assert (first_log["input_tokens"], first_log["output_tokens"]) == (900, 2)
+    assert json.loads(first_log["token_details"]) == {"cached_tokens": 768, "service_tier": "priority"}
 
 
 PNG = base64.b64decode(

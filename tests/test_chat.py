@@ -89,6 +89,39 @@ def test_every_option_reaches_the_body_in_the_spec_shape(mock, key):
     assert "prefix" not in body  # options that are not API fields stay out of the body
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("async_", [False, True])
+async def test_prompt_cache_key_is_the_conversation_id(mock, key, async_):
+    for _ in range(4):
+        mock.add_response(url=CHAT_URL, json=chat_completion("ok"))
+    model = (llm.get_async_model if async_ else llm.get_model)("mistral-large")
+    conversation = model.conversation()
+    prompts = [conversation.prompt("one", stream=False), conversation.prompt("two", stream=False),
+               conversation.prompt("three", stream=False, prompt_cache_key="none"),
+               model.prompt("alone", stream=False)]
+    for response in prompts:
+        assert (await response.text()) if async_ else response.text()
+    assert [body.get("prompt_cache_key") for body in sent(mock)] == [conversation.id, conversation.id, None, None]
+
+
+def test_service_tier_guardrails_and_an_own_cache_key(mock, key):
+    mock.add_response(url=CHAT_URL, json=chat_completion("ok"))
+    guardrail = {"moderation_llm_v1": {"action": "block", "custom_category_thresholds": {"pii": 0.2}},
+                 "block_on_error": False}
+    model = llm.get_model("mistral-small")
+    model.prompt("hi", stream=False, service_tier="standard_only", guardrails=json.dumps(guardrail),
+                 prompt_cache_key="support-bot").text()
+    [body] = sent(mock)  # the mock fixture validates it against ChatCompletionRequest
+    assert (body["service_tier"], body["guardrails"], body["prompt_cache_key"]) == (
+        "standard_only", [guardrail], "support-bot")
+    assert model.Options(guardrails=[guardrail, guardrail]).guardrails == [guardrail, guardrail]
+    for bad in ("block", '[{"moderation": 1}]', "[1]"):
+        with pytest.raises(pydantic.ValidationError, match="guardrails"):
+            model.Options(guardrails=bad)
+    with pytest.raises(pydantic.ValidationError, match="service_tier"):
+        model.Options(service_tier="priority")
+
+
 def test_single_stop_string_stays_a_string(mock, key):
     body = build("mistral-large", [user("hi")], stop="END")
     assert body["stop"] == "END"
