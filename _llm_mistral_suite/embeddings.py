@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import binascii
 import re
 import sys
 from typing import Any, Iterable, Iterator
@@ -18,6 +20,10 @@ MAX_INPUTS_PER_REQUEST = 512
 MAX_TOKENS_PER_REQUEST = 16384
 MAX_TOKENS_PER_INPUT = 8192
 CODESTRAL_EMBED_DIMENSIONS = (256, 512, 1024, 1536, 3072)
+
+# Base URLs whose service refused ``encoding_format: base64`` or answered it with something else in this
+# process: they get JSON floats from then on.
+FLOATS_ONLY: set[str] = set()
 
 
 _WORDISH = re.compile(r"\w+|[^\w\s]")
@@ -109,16 +115,32 @@ class EmbeddingJob:
                     future.cancel()
                 raise
 
-    def embed(self, batch: range) -> list[list[float]]:
-        body = self.model.request_body([self.texts[i] for i in batch], self.key)
+    def embed(self, batch: range, base64: bool | None = None) -> list[list[float]]:
+        """The vectors of ``batch``: asked as base64 float32 (a fifth of the bytes of JSON floats, decoded
+        without parsing numbers) unless this service refused it; a refusal, or an answer that is not the
+        model's vectors in either form, is retried as JSON floats and then floats are asked for from here on."""
+        endpoint = self.model.endpoint()
+        if base64 is None:
+            base64 = self.model.encoding_format == "base64" and endpoint.base_url not in FLOATS_ONLY
+        body = self.model.request_body([self.texts[i] for i in batch], self.key, base64)
         try:
-            answer = request_json(self.model.endpoint(), "POST", "/embeddings", self.key, body, self.pace)
+            answer = request_json(endpoint, "POST", "/embeddings", self.key, body, self.pace)
         except MistralSuiteError as error:
             if _asks_for_smaller_batches(error) and len(batch) > 1:  # our estimate was low: halve and carry on
                 middle = len(batch) // 2
-                return self.embed(batch[:middle]) + self.embed(batch[middle:])
+                return self.embed(batch[:middle], base64) + self.embed(batch[middle:], base64)
+            if base64 and error.status in (400, 422):  # perhaps not base64 itself: floats tell
+                return self.embed_as_floats(batch)
             raise self.failure(error, batch) from None
-        return self.vectors(answer, batch)
+        vectors = self.vectors(answer, batch, base64)
+        if vectors is None:  # an encoding we cannot read
+            return self.embed_as_floats(batch)
+        return vectors
+
+    def embed_as_floats(self, batch: range) -> list[list[float]]:
+        vectors = self.embed(batch, base64=False)
+        FLOATS_ONLY.add(self.model.endpoint().base_url)  # floats worked where base64 did not
+        return vectors
 
     def failure(self, error: MistralSuiteError, batch: range) -> MistralSuiteError:
         match = re.search(r"input (?:id )?(\d+)", error.detail, re.IGNORECASE)
@@ -130,7 +152,9 @@ class EmbeddingJob:
         message = _as_sentence(what) + (f" {self.unstored}" if self.unstored else "")
         return MistralSuiteError(message, status=error.status, detail=error.detail)
 
-    def vectors(self, answer: Any, batch: range) -> list[list[float]]:
+    def vectors(self, answer: Any, batch: range, base64: bool = False) -> list[list[float]] | None:
+        """The answer's vectors in input order, each a list of floats or base64 float32. Asked for base64:
+        None when one is neither, or does not decode to the model's dimensions (another encoding)."""
         endpoint = self.model.endpoint()
         try:
             rows = sorted(enumerate(answer["data"]), key=lambda pair: pair[1].get("index", pair[0]))
@@ -142,6 +166,11 @@ class EmbeddingJob:
             raise MistralSuiteError(
                 f"{endpoint.label} returned {len(vectors)} embeddings for {len(batch)} inputs.{unstored}"
             )
+        if any(vector.__class__ is not list for vector in vectors):
+            decoded = decode_base64_vectors(vectors, self.model.dimensions)
+            if decoded is None and base64:
+                return None
+            vectors = decoded or vectors  # else the check below says what is wrong
         expected = self.model.dimensions or len(vectors[0])
         for vector in vectors:
             if not isinstance(vector, list) or len(vector) != expected:
@@ -153,10 +182,35 @@ class EmbeddingJob:
         return vectors
 
 
+def decode_base64_vectors(vectors: list[Any], dimensions: int | None) -> list[Any] | None:
+    """Vectors sent as base64 little-endian float32 as lists of floats (lists left as they are); None when
+    one is neither or does not decode to ``dimensions`` floats (or, unknown, to as many as the first)."""
+    decoded: list[Any] = []
+    for vector in vectors:
+        if vector.__class__ is not list and vector.__class__ is not str:
+            return None
+        if vector.__class__ is str:
+            try:
+                raw = binascii.a2b_base64(vector)
+            except (binascii.Error, ValueError):
+                return None
+            size = dimensions or (len(raw) // 4 if not decoded else len(decoded[0]))
+            if len(raw) != 4 * size or not size:
+                return None
+            values = array.array("f")
+            values.frombytes(raw)
+            if sys.byteorder == "big":
+                values.byteswap()
+            vector = values.tolist()
+        decoded.append(vector)
+    return decoded
+
+
 class MistralEmbedding(llm.EmbeddingModel):
     """An embedding model of Mistral's API; ``output_dimension`` is part of the model id."""
 
     needs_key = "mistral"
+    encoding_format: str | None = "base64"  # what to ask for (None: the server's default, JSON floats)
     key_env_var = "LLM_MISTRAL_KEY"
     batch_size = 16384  # llm hands over big batches; requests are packed by tokens here
     max_inputs = MAX_INPUTS_PER_REQUEST
@@ -178,10 +232,12 @@ class MistralEmbedding(llm.EmbeddingModel):
     def concurrency() -> int:
         return embed_concurrency()
 
-    def request_body(self, texts: list[str], key: str | None) -> dict[str, Any]:
+    def request_body(self, texts: list[str], key: str | None, base64: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.api_name, "input": texts}
         if self.output_dimension:
             body["output_dimension"] = self.output_dimension
+        if base64:
+            body["encoding_format"] = "base64"
         return body
 
     def embed_batch(self, items: Iterable[str | bytes], *, key: str | None = None) -> Iterator[list[float]]:

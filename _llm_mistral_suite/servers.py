@@ -212,6 +212,7 @@ class ServerEmbedding(MistralEmbedding):
 
     max_inputs = 64
     max_tokens = 65536
+    encoding_format = None  # JSON floats: what every OpenAI-compatible server answers
 
     def __init__(self, server: ServerConfig) -> None:
         super().__init__(server.name, server.model or "", None)
@@ -225,5 +226,5 @@ class ServerEmbedding(MistralEmbedding):
     def endpoint(self) -> Endpoint:
         return self.server.endpoint()
 
-    def request_body(self, texts: list[str], key: str | None) -> dict[str, Any]:
+    def request_body(self, texts: list[str], key: str | None, base64: bool = False) -> dict[str, Any]:
         return {"model": server_model_name(self.server, key), "input": texts}

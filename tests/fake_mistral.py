@@ -557,6 +557,12 @@ def _vector(text: str, dims: int) -> tuple[float, ...]:
     return tuple(round(x / norm, 6) for x in v)
 
 
+@functools.lru_cache(maxsize=4096)
+def _vector_base64(text: str, dims: int) -> str:
+    """``_vector`` as ``encoding_format: base64`` sends it: little-endian float32, base64."""
+    return base64.b64encode(struct.pack(f"<{dims}f", *_vector(text, dims))).decode()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
@@ -673,6 +679,7 @@ class FakeMistral:
         self.max_tokens_per_request = max_tokens_per_request
         self.max_tokens_per_input = max_tokens_per_input
         self.models: list[dict] = copy.deepcopy(DEFAULT_MODELS)
+        self.encoding_formats = {"float", "base64"}  # /v1/embeddings answers others with a 422
         self.requests: list[Recorded] = []
         self.max_concurrency_seen = 0
         self.embedding_requests = 0
@@ -952,7 +959,12 @@ class FakeMistral:
             dims = req.get("output_dimension") or 1536
             if not isinstance(dims, int) or not 1 <= dims <= 3072:
                 return error_reply(400, "output_dimension must be an integer between 1 and 3072")
-        data = [{"object": "embedding", "embedding": list(_vector(t, dims)), "index": i} for i, t in enumerate(inputs)]
+        encoding = req.get("encoding_format", "float")
+        if encoding not in self.encoding_formats:
+            allowed = " or ".join(repr(e) for e in sorted(self.encoding_formats))
+            return validation_error(["body", "encoding_format"], f"Input should be {allowed}", "enum", encoding)
+        vector = _vector_base64 if encoding == "base64" else _vector
+        data = [{"object": "embedding", "embedding": vector(t, dims), "index": i} for i, t in enumerate(inputs)]
         usage = {"prompt_tokens": total, "total_tokens": total}
         return JSONReply({"id": uuid.uuid4().hex, "object": "list", "data": data, "model": model, "usage": usage})
 

@@ -7,9 +7,11 @@ Every request body the fake receives is validated against ``EmbeddingRequest`` (
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import sqlite3
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, bodies, validate_request
 from fake_mistral import JSONReply, _vector, count_tokens, documents, error_reply
 
+from _llm_mistral_suite import embeddings
 from _llm_mistral_suite.embeddings import embedding_models
 from _llm_mistral_suite.embeddings import MistralEmbedding, estimate_tokens, pack_batches
 from _llm_mistral_suite.errors import MistralSuiteError
@@ -36,7 +39,8 @@ def codestral_256() -> MistralEmbedding:  # small vectors: cheap for tests that 
 
 @pytest.fixture
 def api(fake, monkeypatch):
-    """In-process use of the module against ``fake``."""
+    """In-process use of the module against ``fake`` (with no memory of a base64 refusal)."""
+    monkeypatch.setattr(embeddings, "FLOATS_ONLY", set())
     monkeypatch.setenv("LLM_MISTRAL_BASE_URL", fake.base_url)
     monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
     monkeypatch.delenv("LLM_MISTRAL_EMBED_CONCURRENCY", raising=False)
@@ -236,6 +240,86 @@ def test_vectors_sorted_by_index(api):
     assert list(mistral_embed().embed_multi(["one", "two"])) == vectors
 
 
+# --- base64: a fifth of the bytes, no number parsing; floats where the service will not -------------
+
+
+def _answer(vectors: list) -> JSONReply:
+    return JSONReply({"id": "e1", "object": "list", "model": "mistral-embed",
+                      "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+                      "usage": {"prompt_tokens": 2, "total_tokens": 2}})
+
+
+def test_base64_is_asked_for_and_decoded_exactly(api):
+    docs = documents(700)  # several requests, decoded on worker threads
+    vectors = list(codestral_256().embed_multi(docs))
+    sent = within_limits(api)
+    assert len(sent) > 1 and {b["encoding_format"] for b in sent} == {"base64"}
+    # float32, as the service computes and llm stores them
+    assert all(v == list(struct.unpack("<256f", struct.pack("<256f", *_vector(d, 256)))) for v, d in zip(vectors, docs))
+    assert embeddings.FLOATS_ONLY == set()
+
+
+def test_an_answer_in_floats_is_taken_as_it_is(api):
+    api.queue(_answer([list(_vector("one", 1024)), list(_vector("two", 1024))]))  # encoding_format ignored
+    assert list(mistral_embed().embed_multi(["one", "two"])) == [list(_vector(t, 1024)) for t in ("one", "two")]
+    assert embeddings.FLOATS_ONLY == set()  # nothing wrong with asking
+    mistral_embed().embed("three")
+    assert bodies(api, EMBEDDINGS)[-1]["encoding_format"] == "base64"
+
+
+def test_an_answer_in_base64_is_taken_when_floats_were_asked(api):
+    embeddings.FLOATS_ONLY.add(api.base_url)
+    api.queue(_answer([base64.b64encode(struct.pack("<1024f", *_vector("one", 1024))).decode()]))
+    assert close(mistral_embed().embed("one"), _vector("one", 1024))
+    assert "encoding_format" not in bodies(api, EMBEDDINGS)[0]
+
+
+def test_a_service_refusing_base64_gets_floats_from_then_on(api):
+    api.encoding_formats = {"float"}
+    docs = documents(700)
+    vectors = list(codestral_256().embed_multi(docs))
+    assert all(close(v, _vector(d, 256)) for v, d in zip(vectors, docs))
+    sent = bodies(api, EMBEDDINGS)
+    refused = [b for b in sent if b.get("encoding_format") == "base64"]
+    assert 1 <= len(refused) <= 4  # the first requests in flight, at most one per worker
+    assert len(sent) == len(refused) + len(pack_batches(docs, 512, 16384))
+    assert embeddings.FLOATS_ONLY == {api.base_url}
+    mistral_embed().embed("later")
+    assert "encoding_format" not in bodies(api, EMBEDDINGS)[-1]
+
+
+@pytest.mark.parametrize("odd", [
+    base64.b64encode(struct.pack("<1024e", *([0.5] * 1024))).decode(),  # float16: half the bytes
+    base64.b64encode(bytes(1024)).decode(),  # int8
+    "not base64 at all!",
+    {"values": [0.1] * 1024},
+])  # fmt: skip
+def test_an_answer_in_another_encoding_is_asked_again_as_floats(api, odd):
+    api.queue(_answer([odd]))
+    assert close(mistral_embed().embed("hello"), _vector("hello", 1024))
+    first, second = bodies(api, EMBEDDINGS)
+    assert first["encoding_format"] == "base64" and "encoding_format" not in second
+    assert embeddings.FLOATS_ONLY == {api.base_url}
+
+
+def test_a_bad_input_is_reported_once_asked_as_floats_too(api):
+    with pytest.raises(MistralSuiteError, match="Item 2 of 2 could not be embedded: Input id 1 has"):
+        list(mistral_embed().embed_multi(["fine", "word " * 9000]))  # 9,000 words pass our check, not the fake's
+    assert [b.get("encoding_format") for b in bodies(api, EMBEDDINGS)] == ["base64", None]
+    assert embeddings.FLOATS_ONLY == set()  # floats failed too: it was not about base64
+
+
+def test_embed_multi_with_a_service_refusing_base64(fake, run_llm, user_dir, tmp_path):
+    fake.encoding_formats = {"float"}
+    docs = documents(300)
+    path = write_csv(tmp_path / "docs.csv", [(str(i), doc) for i, doc in enumerate(docs)])
+    assert_cli_ok(run_llm("embed-multi", "docs", str(path), "-m", "mistral/codestral-embed-256"))
+    sent = bodies(fake, EMBEDDINGS)
+    assert [b.get("encoding_format") for b in sent] == ["base64", None, None, None]  # llm's 3 batches of 100
+    rows = stored(user_dir / "embeddings.db", "docs")
+    assert len(rows) == 300 and all(close(rows[str(i)], _vector(docs[i], 256)) for i in (0, 150, 299))
+
+
 def test_in_process_errors_number_the_items(api):
     with pytest.raises(MistralSuiteError, match=r"^Item 2 of 3 is empty"):
         list(mistral_embed().embed_multi(["a", " ", "c"]))
@@ -265,10 +349,11 @@ def run_parallel(run, calls: list[tuple[tuple[str, ...], dict]]) -> list:
 
 
 MODELS = {  # name on the command line -> (dimensions, request body fields besides input)
-    "mistral-embed": (1024, {"model": "mistral-embed"}),
-    **{f"mistral/codestral-embed-{size}": (size, {"model": "codestral-embed", "output_dimension": size})
+    "mistral-embed": (1024, {"model": "mistral-embed", "encoding_format": "base64"}),
+    **{f"mistral/codestral-embed-{size}": (size, {"model": "codestral-embed", "output_dimension": size,
+                                                  "encoding_format": "base64"})
        for size in (256, 512, 1024, 1536, 3072)},
-    "codestral-embed": (1536, {"model": "codestral-embed", "output_dimension": 1536}),
+    "codestral-embed": (1536, {"model": "codestral-embed", "output_dimension": 1536, "encoding_format": "base64"}),
 }
 
 
