@@ -27,6 +27,8 @@ FLOATS_ONLY: set[str] = set()
 
 
 _WORDISH = re.compile(r"\w+|[^\w\s]")
+# The same on ASCII text, as bytes: two to three times faster (\w and \s of str patterns, spelled out).
+_ASCII_WORDISH = re.compile(rb"[A-Za-z0-9_]+|[^A-Za-z0-9_ \t\n\r\f\v\x1c-\x1f]")
 
 
 def estimate_tokens(text: str) -> int:
@@ -34,7 +36,9 @@ def estimate_tokens(text: str) -> int:
     UTF-8 bytes a token on English prose and fewer on code and other scripts; we assume three, and at
     least one token per word and per punctuation mark (numbers, CSV and code are dense in those).
     A low estimate costs one split request (see ``EmbeddingJob.embed``), never a failure."""
-    return max(len(text.encode("utf-8")) // 3, len(_WORDISH.findall(text))) + 1
+    raw = text.encode("utf-8")
+    marks = _ASCII_WORDISH.findall(raw) if len(raw) == len(text) else _WORDISH.findall(text)
+    return max(len(raw) // 3, len(marks)) + 1
 
 
 def pack_batches(texts: list[str], max_inputs: int, max_tokens: int) -> list[range]:

@@ -1,5 +1,6 @@
 """`llm embed-multi` of 2,000 documents (~100 tokens each) against a loopback server answering in 100 ms:
-ours (with `--batch-size 2000` and with llm's default batch size) vs llm-mistral 0.16, in the same run.
+ours (with `--batch-size 2000` and with llm's default batch size, each with base64 answers and with JSON floats)
+vs llm-mistral 0.16, in the same run.
 
 The server is tests/fake_mistral.py's FakeMistral in its own process (its CPU is not the client's): it enforces
 the service's limits (512 inputs, 16,384 tokens per request, with a pessimistic tokenizer) and counts requests.
@@ -8,6 +9,10 @@ llm-mistral 0.16 builds ``Mistral(api_key=key)`` per batch: no server URL or env
 the SDK, so the wrapper below points the SDK's "global" server entry at the loopback server
 (``mistralai.client.sdkconfiguration.SERVERS``, a dict entry; no code of llm-mistral is changed), then
 runs llm's own CLI.
+
+Ours asks for ``encoding_format: base64``. Its "JSON floats" variants measure the same code against the server
+told to ignore that field and answer floats (as a service without base64 would), which is what ours sent and
+read before base64.
 
     .venv/bin/python benchmarks/bench_embed.py [--rounds 3] [--append-results]
 """
@@ -45,16 +50,26 @@ def serve(latency: float) -> None:
     from fake_mistral import FakeMistral
 
     fake = FakeMistral(latency=latency).start()
+    answer = {"encoding": "as asked"}
+    embeddings = fake._embeddings
+
+    def embeddings_as_configured(request: dict):  # "floats": encoding_format ignored, as a service without it
+        if answer["encoding"] == "floats" and isinstance(request, dict):
+            request = {k: v for k, v in request.items() if k != "encoding_format"}
+        return embeddings(request)
+
+    fake._embeddings = embeddings_as_configured
     print(fake.port, flush=True)
     cpu = time.process_time()
     for line in sys.stdin:
         command, *rest = line.split()
-        if command == "reset":  # reset [min_interval]
+        if command == "reset":  # reset MIN_INTERVAL as-asked|floats
             with fake._lock:
                 fake.requests.clear()
                 fake.embedding_requests = fake.max_concurrency_seen = fake.rate_limited = 0
-                fake.min_interval = float(rest[0]) if rest else 0.0
+                fake.min_interval = float(rest[0])
                 fake._last_allowed = float("-inf")
+                answer["encoding"] = rest[1]
             cpu = time.process_time()
             print("{}", flush=True)
         elif command == "stats":
@@ -64,6 +79,7 @@ def serve(latency: float) -> None:
                          "max_concurrency": fake.max_concurrency_seen, "all_requests": len(fake.requests),
                          "server_cpu": time.process_time() - cpu}
             stats["max_inputs"] = max((len(b["input"]) for b in sent if b), default=0)
+            stats["asked"] = sorted({b.get("encoding_format", "float") for b in sent if b})
             stats["max_tokens"] = max((sum(fake.count_tokens(t) for t in b["input"]) for b in sent if b), default=0)
             print(json.dumps(stats), flush=True)
     fake.stop()
@@ -101,7 +117,7 @@ def run(server: Server, variant: dict, csv_path: Path, docs: list[str], min_inte
 
     home = user_dir()
     env = clean_env(variant["plugins"], home, LLM_MISTRAL_KEY="bench-key", **variant.get("env", {}))
-    server.command(f"reset {min_interval}")
+    server.command(f"reset {min_interval} {variant.get('answer', 'as-asked')}")
     command = [*variant["command"], "embed-multi", "docs", str(csv_path), "-m", "mistral-embed", *variant["args"]]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -157,12 +173,16 @@ def main() -> None:
         writer.writerows((str(i), doc) for i, doc in enumerate(docs))
 
     ours = [project_bin("llm")]
+    suite = {"command": ours, "plugins": "llm-mistral-suite"}
     variants = [
-        {"name": "llm-mistral-suite, `--batch-size 2000`", "command": ours, "plugins": "llm-mistral-suite",
-         "args": ["--batch-size", "2000"], "concurrency": 4},
+        {"name": "llm-mistral-suite, `--batch-size 2000`, base64", **suite, "args": ["--batch-size", "2000"],
+         "concurrency": 4},
+        {"name": "llm-mistral-suite, `--batch-size 2000`, JSON floats", **suite, "args": ["--batch-size", "2000"],
+         "concurrency": 4, "answer": "floats"},
         # llm hands over 100 documents at a time and waits for each batch: one request in flight at a time.
-        {"name": "llm-mistral-suite, default batch size (llm's 100)", "command": ours,
-         "plugins": "llm-mistral-suite", "args": [], "concurrency": 1},
+        {"name": "llm-mistral-suite, default batch size (llm's 100), base64", **suite, "args": [], "concurrency": 1},
+        {"name": "llm-mistral-suite, default batch size (llm's 100), JSON floats", **suite, "args": [],
+         "concurrency": 1, "answer": "floats"},
     ]
     if not args.no_baseline:
         baseline = [baseline_python(), "-c", BASELINE_WRAPPER]

@@ -106,6 +106,15 @@ def test_estimate_tokens_is_high_without_waste(kind):
         assert estimate <= 1.4 * count_tokens(text)  # packing stays dense: 2,000 docs in <= 20 requests
 
 
+def test_estimate_tokens_ascii_path_counts_as_the_unicode_one():
+    import re
+
+    wordish = re.compile(r"\w+|[^\w\s]")  # what ASCII text is counted with, as bytes
+    texts = [*SAMPLES.values(), *documents(200), "".join(chr(c) for c in range(128)) * 3, "a\x1cb\x1fc\x0bd"]
+    for text in texts:
+        assert estimate_tokens(text) == max(len(text.encode()) // 3, len(wordish.findall(text))) + 1, text[:40]
+
+
 def test_estimate_tokens_small_inputs():
     assert estimate_tokens("") == 1
     assert estimate_tokens("a") >= 1
