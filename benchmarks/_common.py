@@ -43,6 +43,25 @@ def baseline_python() -> str:
     return str(python)
 
 
+SUITE_VENV = WORK / "suite-venv"
+
+
+def suite_python() -> str:
+    """A venv with llm 0.36 and this plugin only (an editable install of this checkout), as a user's
+    ``llm install llm-mistral-suite`` gives: no test extras (numpy, which sqlite_utils then imports on every
+    ``llm`` command, llama-cpp-python). Created on first use."""
+    python = venv_bin(SUITE_VENV, "python")
+    probe = [str(python), "-c", "import llm, llm_mistral_suite, httpx, httpx_sse"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return str(python)
+    print(f"Creating {SUITE_VENV} (llm==0.36 and this checkout, editable) ...", file=sys.stderr)
+    WORK.mkdir(parents=True, exist_ok=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--clear", str(SUITE_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "llm==0.36", "-e", str(REPO)], check=True)
+    return str(python)
+
+
 def package_version(python: str, distribution: str) -> str:
     code = f"from importlib.metadata import version; print(version({distribution!r}))"
     result = subprocess.run([python, "-c", code], capture_output=True, text=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
 import sqlite3
 import struct
@@ -150,9 +151,9 @@ def startup(command: list[str], plugins: str, env_extra: dict) -> float:
 def main() -> None:
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(TESTS))
-    from _common import WORK, baseline_python, machine_line, median, package_version, project_bin, project_python
+    from _common import WORK, baseline_python, code_state, machine_line, median, package_version, suite_python
 
-    from fake_mistral import count_tokens, documents
+    from fake_mistral import _vector, _vector_base64, count_tokens, documents
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=2000)
@@ -172,7 +173,7 @@ def main() -> None:
         writer.writerow(["id", "content"])
         writer.writerows((str(i), doc) for i, doc in enumerate(docs))
 
-    ours = [project_bin("llm")]
+    ours = [str(Path(suite_python()).parent / "llm")]  # llm and this plugin only, as a user installs them
     suite = {"command": ours, "plugins": "llm-mistral-suite"}
     variants = [
         {"name": "llm-mistral-suite, `--batch-size 2000`, base64", **suite, "args": ["--batch-size", "2000"],
@@ -198,6 +199,7 @@ def main() -> None:
         else:
             variant["env"] = {"LLM_MISTRAL_BASE_URL": url}
     results: dict[str, list[dict]] = {v["name"]: [] for v in variants}
+    started, load_start = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
     try:
         print(machine_line(), file=sys.stderr)
         for variant in variants:  # warm-up (.pyc, page cache, baseline's model list), not counted
@@ -216,51 +218,71 @@ def main() -> None:
             print(f"  rate-limited: {limited}", file=sys.stderr)
     finally:
         server.close()
+    ended, load_end = time.strftime("%H:%M UTC", time.gmtime()), os.getloadavg()
 
     tokens = sum(count_tokens(d) for d in docs)
+    answer_size = {  # one answer to 100 documents, as the server sends it
+        name: len(json.dumps({"data": [{"object": "embedding", "embedding": vector(d, 1024), "index": i}
+                                       for i, d in enumerate(docs[:100])]}))
+        for name, vector in (("base64", _vector_base64), ("floats", _vector))
+    }
     lines = [
         "",
         f"## Embeddings: `llm embed-multi` of {args.docs:,} documents, {args.latency * 1000:.0f} ms per request",
         "",
-        f"`benchmarks/bench_embed.py` ({time.strftime('%Y-%m-%d')}): {args.docs:,} documents of about {args.tokens} "
-        f"tokens ({tokens:,} tokens by the fake's pessimistic tokenizer; the 16,384-token limit alone needs "
-        f"{-(-tokens // 16384)} requests) from a CSV file through `llm embed-multi docs docs.csv -m mistral-embed`, "
-        f"each run a fresh `llm` process with an empty user dir, against tests/fake_mistral.py in its own process, "
-        f"answering every request after {args.latency * 1000:.0f} ms and refusing any request over 512 inputs or "
-        f"16,384 tokens. Median of {args.rounds} runs after a warm-up; every run checked: all {args.docs:,} rows "
-        "stored, vectors right for their ids. Ideal = requests x latency / concurrency (no CPU, no start-up), with "
-        "the concurrency a variant can reach: llm's default batches of 100 documents are one request each, sent "
-        "one after the other. "
-        "Start-up = `llm embed-models` wall time with the same plugins, the floor of any `llm` command. "
-        "Client CPU = the whole `llm` process (start-up included); server CPU = the fake's process (building and "
-        "serialising 2,000 x 1,024 floats as JSON), which shares the machine's cores with the client.",
+        f"Taken {started}–{ended} with `benchmarks/bench_embed.py --rounds {args.rounds}`; load average "
+        f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end. The code was {code_state()}.",
         "",
-        f"{machine_line()}; llm {package_version(project_python(), 'llm')}, llm-mistral-suite "
-        f"{package_version(project_python(), 'llm-mistral-suite')}"
-        + ("" if args.no_baseline else f", llm-mistral {package_version(baseline_python(), 'llm-mistral')}"),
+        f"{args.docs:,} documents of about {args.tokens} tokens ({tokens:,} tokens by the fake's pessimistic "
+        f"tokenizer; the 16,384-token limit alone needs {-(-tokens // 16384)} requests) from a CSV file through "
+        "`llm embed-multi docs docs.csv -m mistral-embed`, each run a fresh `llm` process with an empty user dir, "
+        "against tests/fake_mistral.py in its own process, answering every request after "
+        f"{args.latency * 1000:.0f} ms and refusing any request over 512 inputs or 16,384 tokens. Ours runs in "
+        "`benchmarks/.work/suite-venv` (llm 0.36 and this checkout only, as a user installs it), llm-mistral 0.16 in "
+        "`benchmarks/.work/baseline-venv` (llm 0.36 and llm-mistral 0.16 from PyPI). \"base64\": ours as it is, "
+        "asking for `encoding_format: base64`; \"JSON floats\": the same code with the server ignoring that field "
+        f"and answering floats, as ours read them before. An answer to 100 documents is {answer_size['base64']:,} "
+        f"bytes as base64 and {answer_size['floats']:,} as JSON floats. The variants alternate within each round; "
+        f"median of {args.rounds} rounds after a warm-up round; every run checked: all {args.docs:,} rows stored, "
+        "vectors right for their ids. Ideal = requests x latency / concurrency (no CPU, no start-up): llm's default "
+        "batches of 100 documents are one request each, sent one after the other. Start-up = `llm embed-models` "
+        "wall time in the same venv with the same plugins, the floor of any `llm` command. Client CPU = the whole "
+        "`llm` process (start-up included); server CPU = the fake's process, which shares the machine's 2 cores "
+        "with the client. \"vs llm-mistral 0.16\" = its median wall / the variant's median wall (in brackets: the "
+        "median of the per-round ratios).",
+        "",
+        f"{machine_line()}; llm {package_version(suite_python(), 'llm')}, llm-mistral-suite "
+        f"{package_version(suite_python(), 'llm-mistral-suite')}"
+        + ("" if args.no_baseline else f", llm-mistral {package_version(baseline_python(), 'llm-mistral')}, "
+           f"mistralai {package_version(baseline_python(), 'mistralai')}"),
         "",
         "| variant | wall (median, min–max) | requests | concurrency (max seen) | ideal | start-up | client CPU "
         "| server CPU | largest request (inputs / tokens) | vs llm-mistral 0.16 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    base_wall = median([r["wall"] for r in results[variants[-1]["name"]]]) if not args.no_baseline else None
+    base_runs = results[variants[-1]["name"]] if not args.no_baseline else None
     for variant in variants:
         runs = results[variant["name"]]
         wall = median([r["wall"] for r in runs])
         requests = runs[0]["embedding_requests"]
         ideal = requests * args.latency / variant["concurrency"]
-        speedup = f"**{base_wall / wall:.1f}x faster**" if base_wall and not variant.get("baseline") else "1x"
+        speedup = "–"
+        if base_runs and not variant.get("baseline"):
+            per_round = median([b["wall"] / r["wall"] for b, r in zip(base_runs, runs)])
+            speedup = f"**{median([b['wall'] for b in base_runs]) / wall:.1f}x faster** ({per_round:.1f}x)"
+        elif base_runs:
+            speedup = "1x"
         spread = f"{min(r['wall'] for r in runs):.2f}–{max(r['wall'] for r in runs):.2f}"
         lines.append(
             f"| {variant['name']} | {wall:.2f} s ({spread}) | {requests} | {variant['concurrency']} ({max(r['max_concurrency'] for r in runs)}) | {ideal:.2f} s "
             f"| {starts[variant['name']]:.2f} s | {median([r['client_cpu'] for r in runs]):.2f} s "
             f"| {median([r['server_cpu'] for r in runs]):.2f} s | {max(r['max_inputs'] for r in runs)} / "
-            f"{max(r['max_tokens'] for r in runs):,} | {speedup if base_wall else '–'} |"
+            f"{max(r['max_tokens'] for r in runs):,} | {speedup} |"
         )
     if limited:
         lines += [
             "",
-            f"Rate-limited account: the same `--batch-size 2000` run against the server answering 429 (with "
+            f"Rate-limited account: the first variant's run against the server answering 429 (with "
             f"`Retry-After`) to any request less than 1 s after the last one it let through: {limited['wall']:.1f} s, "
             f"{limited['embedding_requests'] - limited['rate_limited']} requests embedded + "
             f"{limited['rate_limited']} answered 429, all {args.docs:,} rows stored (floor: "
