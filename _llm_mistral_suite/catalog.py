@@ -44,8 +44,9 @@ def catalog_entry(api_name: str, *aliases: str, context: int, caps: str, **kwarg
 # The lineup as documented in 2026-08; `llm mistral refresh` brings the service's own list.
 BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
     catalog_entry("mistral-large-latest", "mistral-large", context=262144, caps="chat tools vision"),
-    catalog_entry("mistral-medium-latest", "mistral-medium", context=262144, caps="chat tools vision"),
-    catalog_entry("mistral-small-latest", "mistral-small", context=262144, caps="chat tools vision"),
+    # Medium 3.5 and Small 4 reason when asked: reasoning_effort (docs.mistral.ai/capabilities/reasoning/adjustable).
+    catalog_entry("mistral-medium-latest", "mistral-medium", context=262144, caps="chat tools vision reasoning"),
+    catalog_entry("mistral-small-latest", "mistral-small", context=262144, caps="chat tools vision reasoning"),
     catalog_entry("codestral-latest", "codestral", context=131072, caps="chat tools fim"),
     catalog_entry("ministral-3b-latest", "ministral-3b", context=131072, caps="chat tools vision"),
     catalog_entry("ministral-8b-latest", "ministral-8b", context=131072, caps="chat tools vision"),

@@ -140,6 +140,9 @@ def test_reasoning_effort_only_for_reasoning_models(mock, key, get_model):
         plain.prompt("hi", reasoning_effort="high")
     assert mock.get_requests() == []
     assert build("magistral-small", [user("hi")], reasoning_effort="high")["reasoning_effort"] == "high"
+    # Small 4 and Medium 3.5 reason when asked (Mistral's "adjustable reasoning").
+    for name in ("mistral-small", "mistral-medium"):
+        assert build(name, [user("hi")], reasoning_effort="none")["reasoning_effort"] == "none"
 
 
 def test_reasoning_effort_in_llm_models_options():
