@@ -130,6 +130,9 @@ def option_classes() -> dict[str, type[llm.Options]]:
         suffix: Optional[str] = Field(
             None, description="Fill in the middle (Codestral GGUF files): the code after the gap; the prompt is the code before it"
         )
+        tool_choice: Optional[str] = Field(
+            None, description="auto, none, any, required, or the name of one tool the model must call (enforced by a grammar)"
+        )
 
     classes = (OptionsBase, MistralOptions, FIMOptions, ServerOptions, LocalOptions)
     return {cls.__name__: cls for cls in classes}

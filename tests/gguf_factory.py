@@ -80,14 +80,16 @@ paper light morning evening apple bread milk tea coffee chair garden school lett
 """.split()
 
 
-def _vocabulary(words: list[str], fim_tokens: bool = False) -> tuple[list[str], list[float], list[int], list[bool]]:
+def _vocabulary(
+    words: list[str], fim_tokens: bool = False, inst_tokens: bool = True
+) -> tuple[list[str], list[float], list[int], list[bool]]:
     """Build an SPM vocabulary: specials, control tokens, 256 byte tokens, then normal pieces.
 
     Returns tokens, scores, token types and, per token, whether the model may generate it (whole words).
     """
-    tokens = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"]
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL,
-             gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    tokens = ["<unk>", "<s>", "</s>"] + (["[INST]", "[/INST]"] if inst_tokens else [])
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    types += [gguf.TokenType.CONTROL] * (len(tokens) - 3)
     if fim_tokens:  # Codestral's fill-in-the-middle control tokens
         tokens += ["[PREFIX]", "[SUFFIX]", "[MIDDLE]"]
         types += [gguf.TokenType.CONTROL] * 3
@@ -322,6 +324,7 @@ def write_tiny_gguf(
     words: list[str] | None = None,
     dtype: str = "f16",
     fim_tokens: bool = False,
+    inst_tokens: bool = True,
 ) -> pathlib.Path:
     """Write a random-weight llama-architecture GGUF (Mistral-like, or Mixtral-like if ``moe``) to ``path``.
 
@@ -335,13 +338,16 @@ def write_tiny_gguf(
     norms and the MoE router are F32. Same arguments, same bytes.
     ``chat_template=None`` leaves ``tokenizer.chat_template`` out. ``fim_tokens`` adds Codestral's control
     tokens ``[PREFIX]``/``[SUFFIX]``/``[MIDDLE]`` (ids 5/6/7, after ``[/INST]``; the byte tokens and words
-    move up by 3). Returns the path as a ``pathlib.Path``.
+    move up by 3). ``inst_tokens=False`` leaves ``[INST]``/``[/INST]`` out of the vocabulary, as in Mistral
+    7B v0.1/v0.2's and Mixtral 8x7B's (v1 tokenizer: the markers are plain text); the ids after ``</s>`` move
+    down by 2. Returns the path as a ``pathlib.Path``.
     """
     file_type = _file_type(dtype)
     if moe and not 0 < n_expert_used <= n_expert:
         raise ValueError("need 0 < n_expert_used <= n_expert")
     path = pathlib.Path(path)
-    tokens, scores, types, emit = _vocabulary(DEFAULT_WORDS if words is None else list(words), fim_tokens)
+    tokens, scores, types, emit = _vocabulary(DEFAULT_WORDS if words is None else list(words), fim_tokens,
+                                              inst_tokens)
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_name("tiny-mixtral" if moe else "tiny-mistral")
     writer.add_file_type(file_type)

@@ -34,7 +34,7 @@ def ggufs(tmp_path_factory):
     return SimpleNamespace(
         dense=write_tiny_gguf(folder / "tiny-dense.gguf"),
         moe=write_tiny_gguf(folder / "tiny-moe.gguf", moe=True, seed=1),
-        v1=write_tiny_gguf(folder / "tiny-v1.gguf", chat_template=MISTRAL_V1_HF_TEMPLATE, seed=2),
+        v1=write_tiny_gguf(folder / "tiny-v1.gguf", chat_template=MISTRAL_V1_HF_TEMPLATE, seed=2, inst_tokens=False),
         bare=write_tiny_gguf(folder / "tiny-bare.gguf", chat_template=None, seed=3),
         folder=folder,
     )

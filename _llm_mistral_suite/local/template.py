@@ -1,11 +1,9 @@
-"""What a local model is fed: Mistral's chat format through the GGUF's own template, and Codestral's FIM tokens."""
+"""Chat templates as text: the GGUF's own Jinja template, Mistral's system prompt placement, for prompts fed as text."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
-
-from ..errors import MistralSuiteError
 
 # Used when a GGUF carries no chat template: Mistral's [INST] format (v1 spacing when [INST] is plain
 # text in the vocabulary, v3 when it is a control token). The system prompt is placed by our code.
@@ -63,10 +61,10 @@ def arrange_local_messages(messages: list[dict[str, Any]], system_placement: str
 
 
 class LocalChatFormatter:
-    """A llama-cpp-python chat formatter: the GGUF's Jinja template, Mistral's system prompt placement.
-
-    Installed as the ``Llama``'s ``chat_handler``, so llama-cpp-python never substitutes its built-in
-    "mistral-instruct" format. Keeps the last rendered prompt, and prints it when ``show_prompt`` is set.
+    """The GGUF's Jinja chat template with Mistral's system prompt placement, for GGUFs whose prompts are
+    rendered as text (v1 Mistral models, other families); used instead of llama-cpp-python's chat handlers,
+    so its built-in "mistral-instruct" format (which drops system prompts) never applies. Keeps the last
+    rendered prompt, and prints it when ``show_prompt`` is set.
     """
 
     def __init__(self, template: str | None, *, bos_token: str = "<s>", eos_token: str = "</s>",
@@ -117,22 +115,20 @@ class LocalChatFormatter:
         eos_id, bos_id = llama.token_eos(), llama.token_bos()
         text = llama._model.token_get_text
         inst = llama.tokenize(b"[INST]", add_bos=False, special=True)
-        formatter = cls(
+        return cls(
             llama.metadata.get("tokenizer.chat_template"),
             bos_token=text(bos_id) if bos_id >= 0 else "",
             eos_token=text(eos_id) if eos_id >= 0 else "",
             eos_token_id=eos_id,
             inst_is_control=len(inst) == 1,
         )
-        from llama_cpp.llama_chat_format import (
-            chat_formatter_to_chat_completion_handler,
-        )
-
-        llama.chat_handler = chat_formatter_to_chat_completion_handler(formatter)
-        return formatter
 
     def render(self, messages: list[dict[str, Any]]) -> str:
         return self(messages=messages).prompt
+
+    def render_raw(self, *, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The template applied to ``messages`` as they are (no system prompt placement), for probing it."""
+        return self.jinja(messages=messages, tools=tools).prompt
 
     def __call__(self, *, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         arranged = arrange_local_messages(messages, self.system_placement, self.strip_assistant)
@@ -142,32 +138,3 @@ class LocalChatFormatter:
             sys.stderr.write(f"--- prompt rendered with the {self.template_source} chat template ---\n"
                              f"{result.prompt}\n---\n")
         return result
-
-
-
-def local_fim_tokens(llama: Any, name: str, prefix: str, suffix: str) -> list[int]:
-    """Codestral's fill-in-the-middle prompt as mistral-common's ``encode_fim`` builds it:
-    ``<s> [SUFFIX] suffix [PREFIX] prefix``, after which the model writes the middle and then EOS.
-
-    Built here because llama-cpp-python's ``create_completion(suffix=...)`` hard-codes the FIM token
-    ids to 0 and llama.cpp does not recognise ``[PREFIX]``/``[SUFFIX]``. As in mistral-common, the
-    prefix is tokenized as plain text (with SentencePiece's leading "▁") and the suffix without that
-    space: "☺" + suffix is tokenized and the sentinel's tokens dropped.
-    """
-    import llama_cpp
-
-    markers = []
-    for marker in (b"[SUFFIX]", b"[PREFIX]"):
-        ids = llama.tokenize(marker, add_bos=False, special=True)
-        if len(ids) != 1 or not llama._model.token_get_attr(ids[0]) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
-            raise MistralSuiteError(f"{name} has no fill-in-the-middle tokens ([PREFIX]/[SUFFIX]); "
-                                    "use a Codestral GGUF or the API's codestral-fim")
-        markers.append(ids[0])
-    bos = llama.token_bos()
-    sentinel = len(llama.tokenize("☺".encode(), add_bos=False))
-    suffix_tokens = llama.tokenize(("☺" + suffix).encode(), add_bos=False)[sentinel:] if suffix else []
-    if llama.detokenize(suffix_tokens) != suffix.encode():  # the sentinel merged into the suffix
-        suffix_tokens = llama.tokenize(suffix.encode(), add_bos=False)
-    prefix_tokens = llama.tokenize(prefix.encode(), add_bos=False) if prefix else []
-    return ([bos] if bos >= 0 and llama._model.add_bos_token() else []) + [
-        markers[0], *suffix_tokens, markers[1], *prefix_tokens]

@@ -1,0 +1,102 @@
+"""A loaded GGUF's vocabulary as mistral-common uses it: Mistral's control tokens by name, text tokenized its way."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+# The control tokens of Mistral's instruct formats (v3 SentencePiece and tekken vocabularies; not all have all).
+MISTRAL_MARKERS = (
+    "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]", "[TOOL_CONTENT]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[ARGS]", "[CALL_ID]", "[THINK]",
+    "[/THINK]", "[PREFIX]", "[SUFFIX]", "[MIDDLE]", "[IMG]", "[IMG_BREAK]", "[IMG_END]",
+)  # fmt: skip
+_INFILL_SENTINEL = "\u263a"  # "☺": mistral-common's way of tokenizing text without SentencePiece's dummy prefix
+
+
+class PromptVocab:
+    """What building a prompt needs from a ``Llama``'s vocabulary.
+
+    mistral-common encodes each text piece between control tokens on its own: SentencePiece (v3) adds its
+    "▁" dummy prefix to every piece, tekken adds nothing. llama.cpp adds that prefix only where the GGUF's
+    ``tokenizer.ggml.add_space_prefix`` (default true) says so, and, on a whole rendered prompt, also after
+    every control token. ``text`` tokenizes one piece exactly as mistral-common does, whatever the setting.
+    """
+
+    __slots__ = ("llama", "spm", "dummy_prefix", "bos", "eos", "markers", "fingerprint", "n_vocab")
+
+    def __init__(self, llama: Any) -> None:
+        import llama_cpp
+
+        self.llama = llama
+        vocab = llama._model.vocab
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
+        self.spm = llama_cpp.llama_vocab_type(vocab) == llama_cpp.LLAMA_VOCAB_TYPE_SPM
+        # llama.cpp adds "▁" itself unless the GGUF says not to (llama-cpp-python reads the key the same way)
+        self.dummy_prefix = self.spm and llama.metadata.get("tokenizer.ggml.add_space_prefix", "true") == "true"
+        self.bos, self.eos = llama.token_bos(), llama.token_eos()
+        structural = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        self.markers: dict[str, int] = {}
+        for name in MISTRAL_MARKERS:
+            ids = llama.tokenize(name.encode(), add_bos=False, special=True)
+            if len(ids) == 1 and llama_cpp.llama_vocab_get_attr(vocab, ids[0]) & structural:
+                self.markers[name] = ids[0]
+        text = llama._model.token_get_text
+        sample = [*range(0, self.n_vocab, max(1, self.n_vocab // 97)), *self.markers.values(), self.bos, self.eos]
+        digest = hashlib.sha256(repr((self.n_vocab, self.spm, [text(i) if i >= 0 else None for i in sample])).encode())
+        self.fingerprint = digest.hexdigest()[:16]
+
+    @property
+    def mistral_instruct(self) -> bool:
+        """Whether ``[INST]``/``[/INST]`` are control tokens: Mistral's v2 and later instruct formats."""
+        return "[INST]" in self.markers and "[/INST]" in self.markers
+
+    def has(self, *names: str) -> bool:
+        return all(name in self.markers for name in names)
+
+    def marker(self, name: str) -> int:
+        return self.markers[name]
+
+    def text(self, text: str) -> list[int]:
+        """``text`` as mistral-common's ``tokenizer.encode(text, bos=False, eos=False)`` gives it."""
+        if not text:
+            return []
+        data = text.encode()
+        if self.spm and not self.dummy_prefix:
+            data = b" " + data
+        return self.llama.tokenize(data, add_bos=False, special=False)
+
+    def infill(self, text: str) -> list[int]:
+        """``text`` without SentencePiece's dummy prefix, as mistral-common tokenizes a FIM suffix: "☺" + text,
+        then the sentinel's own tokens dropped (falling back to plain tokens if the sentinel merged)."""
+        if not text:
+            return []
+        sentinel = len(self.text(_INFILL_SENTINEL))
+        ids = self.text(_INFILL_SENTINEL + text)[sentinel:]
+        if self.decode(ids) != text:
+            ids = self.llama.tokenize(text.encode(), add_bos=False, special=False)
+            if self.dummy_prefix and ids and self.decode(ids[:1]).startswith(" ") and not text.startswith(" "):
+                ids = self.llama.tokenize(text.encode(), add_bos=False, special=False)[1:]
+        return ids
+
+    def decode(self, ids: list[int], *, special: bool = False) -> str:
+        """The text of ``ids``, piece by piece (no leading space removed); control tokens only if ``special``."""
+        return b"".join(self.piece(i, special) for i in ids).decode("utf-8", "replace")
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes of one token (a partial UTF-8 sequence for byte tokens)."""
+        import ctypes
+
+        import llama_cpp
+
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self.llama._model.vocab, token, buffer, size, 0, special)
+            if n >= 0:
+                return buffer.raw[:n]
+            size = -n
+
+    def show(self, ids: list[int]) -> str:
+        """``ids`` as a readable prompt: control tokens by name, text as it reads."""
+        return self.decode([i for i in ids if i >= 0], special=True)
