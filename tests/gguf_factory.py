@@ -16,6 +16,7 @@ import gguf
 
 __all__ = [
     "MISTRAL_V3_TEMPLATE", "MISTRAL_V1_HF_TEMPLATE", "DEFAULT_WORDS", "MISTRAL_TOKENIZER_FILES",
+    "DERIVED_TEKKEN_VERSIONS", "TEKKEN_SPECIAL_NAMES",
     "mistral_tokenizer_file", "write_tiny_gguf", "write_tiny_mamba2_gguf", "write_mistral_vocab_gguf",
 ]  # fmt: skip
 
@@ -127,6 +128,20 @@ MISTRAL_TOKENIZER_FILES: dict[str, str] = {
     "tekken": "tekken_240718.json",
 }
 
+# Today's Mistral models (Mistral Small 3.x, Devstral, Magistral, Ministral 3) use later instruct versions of the
+# tekken tokenizer, whose files mistral-common does not ship: v7 ([SYSTEM_PROMPT] blocks, [TOOL_CONTENT] in tool
+# results), v11 (calls as [TOOL_CALLS]name[CALL_ID]id[ARGS]{...}) and v13 (no call ids, tools before the first
+# user message, [THINK]...[/THINK]). "tekken-v7", "tekken-v11" and "tekken-v13" are Nemo's tekken file with
+# that version and these named special tokens (the layout of Mistral Small 3.x's and Magistral's tekken.json:
+# [ARGS], [CALL_ID], [THINK], [/THINK] at 32-35); all three give the same GGUF vocabulary.
+DERIVED_TEKKEN_VERSIONS: dict[str, str] = {"tekken-v7": "v7", "tekken-v11": "v11", "tekken-v13": "v13"}
+TEKKEN_SPECIAL_NAMES: dict[int, str] = {
+    0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 5: "[AVAILABLE_TOOLS]", 6: "[/AVAILABLE_TOOLS]",
+    7: "[TOOL_RESULTS]", 8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]", 10: "[IMG]", 11: "<pad>", 12: "[IMG_BREAK]",
+    13: "[IMG_END]", 14: "[PREFIX]", 15: "[MIDDLE]", 16: "[SUFFIX]", 17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]",
+    19: "[TOOL_CONTENT]", 32: "[ARGS]", 33: "[CALL_ID]", 34: "[THINK]", 35: "[/THINK]",
+}  # fmt: skip
+
 _CONST = 0  # the reserved constant embedding dimension: no layer writes to it
 
 _FILE_TYPES = {
@@ -136,9 +151,28 @@ _FILE_TYPES = {
 }
 
 
-def mistral_tokenizer_file(kind: Literal["v3", "tekken"]) -> pathlib.Path:
-    """The installed mistral-common's tokenizer file for ``kind`` (ImportError without mistral-common)."""
-    return pathlib.Path(str(importlib.resources.files("mistral_common") / "data" / MISTRAL_TOKENIZER_FILES[kind]))
+def mistral_tokenizer_file(kind: str) -> pathlib.Path:
+    """The installed mistral-common's tokenizer file for ``kind`` (ImportError without mistral-common); for the
+    ``DERIVED_TEKKEN_VERSIONS``, a derived file written once into the temporary directory."""
+    import importlib.metadata
+    import json
+
+    if kind not in DERIVED_TEKKEN_VERSIONS:
+        return pathlib.Path(str(importlib.resources.files("mistral_common") / "data" / MISTRAL_TOKENIZER_FILES[kind]))
+    version = importlib.metadata.version("mistral-common")
+    path = pathlib.Path(tempfile.gettempdir()) / f"gguf-factory-{kind}-mistral-common-{version}.json"
+    if not path.exists():
+        data = json.loads(mistral_tokenizer_file("tekken").read_text())
+        count = data["config"]["default_num_special_tokens"]
+        data["config"] = {**data["config"], "version": DERIVED_TEKKEN_VERSIONS[kind]}
+        data["special_tokens"] = [
+            {"rank": i, "token_str": TEKKEN_SPECIAL_NAMES.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+            for i in range(count)
+        ]
+        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        part.write_text(json.dumps(data))
+        part.replace(path)
+    return path
 
 
 def _file_type(dtype: str) -> gguf.LlamaFileType:
@@ -437,11 +471,11 @@ class _RealVocab(NamedTuple):
 
 
 @functools.cache
-def _real_vocab(kind: Literal["v3", "tekken"]) -> _RealVocab:
+def _real_vocab(kind: str) -> _RealVocab:
     """Read mistral-common's ``kind`` tokenizer through gguf's ``MistralVocab``, as llama.cpp's converter
     does for Mistral-format checkpoints (it picks the file by name from a model directory)."""
     with tempfile.TemporaryDirectory() as tmp:
-        (pathlib.Path(tmp) / ("tekken.json" if kind == "tekken" else "tokenizer.model.v3")).symlink_to(
+        (pathlib.Path(tmp) / ("tokenizer.model.v3" if kind == "v3" else "tekken.json")).symlink_to(
             mistral_tokenizer_file(kind)
         )
         vocab = gguf.MistralVocab(pathlib.Path(tmp))
@@ -470,7 +504,7 @@ def _real_vocab(kind: Literal["v3", "tekken"]) -> _RealVocab:
 
 def write_mistral_vocab_gguf(
     path: str | os.PathLike[str],
-    tokenizer: Literal["v3", "tekken"],
+    tokenizer: str,
     *,
     arch: Literal["llama", "mamba2"] = "llama",
     add_space_prefix: bool | None = None,
@@ -487,7 +521,8 @@ def write_mistral_vocab_gguf(
     tokens, ``tokenizer.ggml.model`` "llama", ``<unk>`` typed UNKNOWN, ids 1-750 (``<s>``, ``</s>``,
     ``[INST]``, ... ``[control_N]``) CONTROL, ``<0x00>``-``<0xFF>`` (ids 771-1026) BYTE. It needs mistral-common's
     optional ``sentencepiece`` package. "tekken" is Mistral Nemo's: 131072 tokens, model "gpt2" with
-    pre-tokenizer "tekken" and the BPE merges, its first 1000 (special) tokens CONTROL. Both are read from
+    pre-tokenizer "tekken" and the BPE merges, its first 1000 (special) tokens CONTROL ("tekken-v7", "-v11",
+    "-v13": the same with ``TEKKEN_SPECIAL_NAMES``, see ``DERIVED_TEKKEN_VERSIONS``). Both are read from
     ``MISTRAL_TOKENIZER_FILES`` with gguf's ``MistralVocab``, as llama.cpp's converter does; bos 1, eos 2,
     unk 0, pad as MistralVocab says (v3: eos, tekken: 11 ``<pad>``), add_bos true, add_eos false.
     ``add_space_prefix`` (v3 only) writes ``tokenizer.ggml.add_space_prefix``; None leaves it out, and
@@ -496,8 +531,8 @@ def write_mistral_vocab_gguf(
     16, d_state 16 and 1 group. As in ``write_tiny_gguf``, only whole-text NORMAL tokens are ever sampled
     (never EOS, control, byte or partial-UTF-8 tokens). Same arguments, same bytes.
     """
-    if tokenizer not in MISTRAL_TOKENIZER_FILES:
-        raise ValueError(f"tokenizer must be 'v3' or 'tekken', not {tokenizer!r}")
+    if tokenizer not in MISTRAL_TOKENIZER_FILES and tokenizer not in DERIVED_TEKKEN_VERSIONS:
+        raise ValueError(f"tokenizer must be 'v3', 'tekken' or one of {sorted(DERIVED_TEKKEN_VERSIONS)}, not {tokenizer!r}")
     if arch not in ("llama", "mamba2"):
         raise ValueError(f"arch must be 'llama' or 'mamba2', not {arch!r}")
     if add_space_prefix is not None and tokenizer != "v3":

@@ -28,7 +28,7 @@ class ReplyReader:
     """Turns sampled tokens into llm events as they arrive.
 
     Text is decoded incrementally (a character split over byte tokens waits for its last byte) and held back
-    while it could be the start of a stop string. ``[THINK]``...``[/THINK]`` becomes reasoning; what follows
+    while it could be the start of a stop string; as SentencePiece decodes, the reply's first "▁" is no space. ``[THINK]``...``[/THINK]`` becomes reasoning; what follows
     ``[TOOL_CALLS]`` is collected as tool calls (``calls``), read once the reply is complete.
     """
 
@@ -42,6 +42,7 @@ class ReplyReader:
         self.text = self.reasoning = ""
         self.calls: list[CallText] = []
         self.stopped = False  # a stop string ended the reply
+        self.started = False  # some text has been read
 
     def feed(self, token: int) -> list[Union[str, StreamEvent]]:
         name = self.names.get(token)
@@ -79,6 +80,10 @@ class ReplyReader:
         if self.state == "call":
             self.calls[-1].add(text)
             return []
+        if not self.started:
+            self.started = True
+            if self.vocab.spm and text.startswith(" "):
+                text = text[1:]
         self.held += text
         for stop in self.stop:
             at = self.held.find(stop)

@@ -16,22 +16,39 @@ from ..errors import MistralSuiteError
 from .vocab import PromptVocab
 
 REPLAY_KEY = "mistral_local"  # provider_metadata key of a reply's sampled token ids
-_USER_PROBE, _OTHER_PROBE = "\u27e6user-probe\u27e7", "\u27e6other-probe\u27e7"
+_USER_PROBE = "\u27e6user-probe\u27e7"
 _TOOL_MARKERS = ("[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]")
 
 
 class Dialect(NamedTuple):
-    """Which of mistral-common's instruct versions a model's template speaks, feature by feature."""
+    """Which of mistral-common's instruct versions a model speaks, and what that version encodes how."""
 
-    version: str  # the nearest of mistral-common's InstructTokenizer versions: "v3", "v7", "v11" or "v13"
-    system_tokens: bool  # [SYSTEM_PROMPT]...[/SYSTEM_PROMPT] where the message is (v7+); else before the last user turn
-    tools: bool  # the template renders tools ([AVAILABLE_TOOLS])
-    tools_first: bool  # tools before the first user turn (v13) instead of the last
-    call_args: bool  # calls as [TOOL_CALLS]name[ARGS]{...} (v11+) instead of [TOOL_CALLS][{"name": ...}]
-    call_ids: bool  # [CALL_ID]id between name and [ARGS] (v11)
-    results: str  # tool results: "json" ({"content": ..., "call_id": ...}), "tool-content" (v7) or "plain" (v13)
-    think: bool  # [THINK]...[/THINK] reasoning tokens
-    default_system: str  # the template's system prompt when the conversation has none ("" for none)
+    version: str  # mistral-common's InstructTokenizer version: "v3", "v7", "v11" or "v13"
+    tools: bool  # tools can be given ([AVAILABLE_TOOLS] and the call and result tokens exist)
+    think: bool  # [THINK]...[/THINK] reasoning tokens (Magistral)
+    default_system: str  # the template's own system prompt for conversations without one ("" for none)
+
+    @property
+    def system_tokens(self) -> bool:
+        """v7+: each system message as [SYSTEM_PROMPT]...[/SYSTEM_PROMPT] where it is; v3: all of them
+        joined and put before the last user message's text."""
+        return self.version != "v3"
+
+    @property
+    def tools_first(self) -> bool:
+        """v13: [AVAILABLE_TOOLS] before the first user message; earlier versions: before the last."""
+        return self.version == "v13"
+
+    @property
+    def call_args(self) -> bool:
+        """v11+: each call as [TOOL_CALLS]name[ARGS]{...}; earlier: [TOOL_CALLS] and a JSON list of calls."""
+        return self.version in ("v11", "v13")
+
+    @property
+    def results(self) -> str:
+        """How tool results are written: "json" ({"content": ..., "call_id": ...}, v3), "tool-content"
+        (id[TOOL_CONTENT]content, v7 and v11) or "plain" (v13)."""
+        return {"v3": "json", "v13": "plain"}.get(self.version, "tool-content")
 
 
 class ToolCallTurn(NamedTuple):
@@ -59,63 +76,36 @@ class ImageSlot(NamedTuple):
 
 
 def read_dialect(template: str | None, vocab: PromptVocab, render: Callable[..., str] | None = None) -> Dialect:
-    """The dialect of ``template`` (a GGUF's ``tokenizer.chat_template``) for a Mistral instruct vocabulary.
-
-    Read from the control tokens the template writes, and from ``render`` (the template as a function of
-    ``messages`` and ``tools``) for where tools and the default system prompt go. No template: Mistral's v3
-    format, with tools if the vocabulary has their control tokens.
+    """The instruct version a GGUF speaks, read from the control tokens its ``tokenizer.chat_template`` writes
+    (and its vocabulary has): ``[ARGS]`` is v11 (with ``[CALL_ID]`` or ``[TOOL_CONTENT]``) or v13,
+    ``[SYSTEM_PROMPT]`` v7, anything else v3. ``render`` (the template as a function of ``messages``) gives
+    the default system prompt a v7+ template writes when the conversation has none. Without a template:
+    v3, with tools if the vocabulary has their tokens.
     """
     text = template or ""
 
-    def writes(name: str) -> bool:
-        return name in text and vocab.has(name)
+    def writes(*names: str) -> bool:
+        return all(name in text for name in names) and vocab.has(*names)
 
-    if not template:
-        tools = vocab.has(*_TOOL_MARKERS)
-        return Dialect("v3", False, tools, False, False, False, "json", False, "")
-    system_tokens = writes("[SYSTEM_PROMPT]") and vocab.has("[/SYSTEM_PROMPT]")
-    call_args = writes("[ARGS]")
-    call_ids = call_args and writes("[CALL_ID]")
-    tools = vocab.has(*_TOOL_MARKERS) and ("[AVAILABLE_TOOLS]" in text or "[TOOL_CALLS]" in text)
-    if writes("[TOOL_CONTENT]"):
-        results = "tool-content"
-    elif "call_id" in text or not (call_args or system_tokens):
-        results = "json"
+    if writes("[ARGS]", "[TOOL_CALLS]"):
+        version = "v11" if ("[CALL_ID]" in text or "[TOOL_CONTENT]" in text) and vocab.has("[CALL_ID]") else "v13"
+    elif writes("[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"):
+        version = "v7"
     else:
-        results = "plain"
-    version = "v13" if call_args and results == "plain" else "v11" if call_args else "v7" if system_tokens else "v3"
-    tools_first = version == "v13"
-    default_system = ""
-    if render is not None:
-        tools_first = _probe_tools_first(render, tools_first) if tools else tools_first
-        if system_tokens:
-            default_system = _probe_default_system(render)
-    think = writes("[THINK]") and vocab.has("[/THINK]") or (vocab.has("[THINK]", "[/THINK]") and "[THINK]" in default_system)
-    return Dialect(version, system_tokens, tools, tools_first, call_args, call_ids, results, think, default_system)
-
-
-def _probe_tools_first(render: Callable[..., str], default: bool) -> bool:
-    """Whether the template puts [AVAILABLE_TOOLS] before the first user turn of two."""
-    probe_tool = {"type": "function", "function": {"name": "probe", "description": "", "parameters": {
-        "type": "object", "properties": {}}}}
-    messages = [{"role": "user", "content": _USER_PROBE}, {"role": "assistant", "content": "a"},
-                {"role": "user", "content": _OTHER_PROBE}]
-    try:
-        rendered = render(messages=messages, tools=[probe_tool])
-    except Exception:  # a template that wants other shapes: keep the version's rule
-        return default
-    at = rendered.find("[AVAILABLE_TOOLS]")
-    first, last = rendered.find(_USER_PROBE), rendered.find(_OTHER_PROBE)
-    if at < 0 or first < 0 or last < 0:
-        return default
-    return at < first
+        version = "v3"
+    if version in ("v7", "v11") and not vocab.has("[TOOL_CONTENT]"):
+        version = "v3" if version == "v7" else "v13"  # results need [TOOL_CONTENT]; the nearest version without
+    tools = vocab.has(*_TOOL_MARKERS) and (not template or "[AVAILABLE_TOOLS]" in text or "[TOOL_CALLS]" in text)
+    default_system = _probe_default_system(render) if render is not None and version != "v3" else ""
+    think = vocab.has("[THINK]", "[/THINK]") and ("[THINK]" in text or "[THINK]" in default_system)
+    return Dialect(version, tools, think, default_system)
 
 
 def _probe_default_system(render: Callable[..., str]) -> str:
     """The system prompt the template writes when the conversation has none."""
     try:
         rendered = render(messages=[{"role": "user", "content": _USER_PROBE}])
-    except Exception:
+    except Exception:  # a template that wants other shapes: no default
         return ""
     start, end = rendered.find("[SYSTEM_PROMPT]"), rendered.find("[/SYSTEM_PROMPT]")
     if start < 0 or end < start or _USER_PROBE in rendered[start:end]:
@@ -193,7 +183,7 @@ def replay_tokens(turn: Turn, vocab: PromptVocab) -> list[int] | None:
     ids = replay.get("tokens")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < vocab.n_vocab for i in ids):
         return None
-    if vocab.decode(ids) != turn.reasoning + turn.text:
+    if vocab.reply_text(ids) != turn.reasoning + turn.text:
         return None
     return ids
 
@@ -246,7 +236,7 @@ def _assistant(turn: Turn, dialect: Dialect, vocab: PromptVocab) -> list[int]:
     if turn.calls and dialect.call_args:
         for call in turn.calls:
             ids += [vocab.marker("[TOOL_CALLS]"), *vocab.text(call.name)]
-            if dialect.call_ids and vocab.has("[CALL_ID]"):
+            if dialect.version == "v11":
                 ids += [vocab.marker("[CALL_ID]"), *vocab.text(call.id)]
             ids += [vocab.marker("[ARGS]"), *vocab.text(json.dumps(_json_value(call.arguments), ensure_ascii=False))]
     elif turn.calls:
@@ -259,7 +249,7 @@ def _tool_result(turn: Turn, dialect: Dialect, vocab: PromptVocab) -> list[int]:
     content = _normalized_json(turn.text)
     if dialect.results == "json":
         body = vocab.text(json.dumps({"content": _json_value(content), "call_id": turn.call_id}, ensure_ascii=False))
-    elif dialect.results == "tool-content" and vocab.has("[TOOL_CONTENT]"):
+    elif dialect.results == "tool-content":
         body = [*vocab.text(turn.call_id), vocab.marker("[TOOL_CONTENT]"), *vocab.text(content)]
     else:
         body = vocab.text(content)

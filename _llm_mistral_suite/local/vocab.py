@@ -83,6 +83,11 @@ class PromptVocab:
         """The text of ``ids``, piece by piece (no leading space removed); control tokens only if ``special``."""
         return b"".join(self.piece(i, special) for i in ids).decode("utf-8", "replace")
 
+    def reply_text(self, ids: list[int]) -> str:
+        """What a reply of ``ids`` reads as: its text without the "▁" SentencePiece puts before the first word."""
+        text = self.decode(ids)
+        return text[1:] if self.spm and text.startswith(" ") else text
+
     def piece(self, token: int, special: bool = False) -> bytes:
         """The bytes of one token (a partial UTF-8 sequence for byte tokens)."""
         import ctypes
