@@ -67,9 +67,11 @@ def _local_rows() -> list[dict[str, Any]]:
         except (GGUFError, OSError) as exc:
             row["error"] = str(exc)
         else:
-            row.update(size=info.file_size, architecture=info.architecture, context=info.context_length,
-                       experts=info.expert_count, experts_used=info.expert_used_count,
-                       embedding_length=info.embedding_length)
+            template = info.chat_template
+            row.update(size=info.file_size, architecture=info.architecture, recurrent=info.recurrent,
+                       context=info.context_length, experts=info.expert_count, experts_used=info.expert_used_count,
+                       embedding_length=info.embedding_length,
+                       tools="[AVAILABLE_TOOLS]" in template or "[TOOL_CALLS]" in template)
         rows.append(row)
     return rows
 
@@ -94,11 +96,14 @@ def local_list_command(as_json: bool) -> None:
         if "error" in row:
             click.echo(f"  unusable: {row['error']}")
         else:
-            facts = [human_size(row["size"]), f"architecture {row['architecture']}"]
+            facts = [human_size(row["size"]),
+                     f"architecture {row['architecture']}" + (" (recurrent state)" if row["recurrent"] else "")]
             if row["context"]:
                 facts.append(f"context {row['context']}")
             if row["experts"]:
                 facts.append(f"MoE {row['experts']} experts ({row['experts_used']} per token)")
+            if row["tools"]:
+                facts.append("tools")
             click.echo("  " + ", ".join(facts))
         click.echo(f"  {row['path']}")
 
