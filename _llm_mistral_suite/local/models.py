@@ -68,7 +68,10 @@ class _LocalChatBase:
 
             grammar = json_schema_to_gbnf(json.dumps(prompt.schema))
         elif tools and loaded.dialect is not None:
-            grammar = tool_grammar(options.tool_choice, tools, loaded.dialect, vocab, self.model_id)
+            # a forced choice applies to the reply to the user; the reply to tool results is free, so a chain ends
+            after_results = bool(prompt.messages) and prompt.messages[-1].role == "tool"
+            choice = options.tool_choice if not after_results or options.tool_choice == "none" else None
+            grammar = tool_grammar(choice, tools, loaded.dialect, vocab, self.model_id)
         if options.verbose and (loaded.dialect is not None or fim):
             import sys
 

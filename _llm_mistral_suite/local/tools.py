@@ -94,8 +94,9 @@ def tool_grammar(choice: str | None, tools: list[dict[str, Any]], dialect: Diale
                  model_id: str) -> str | None:
     """A GBNF grammar enforcing ``choice`` over ``tools`` (OpenAI-style definitions), or None for "auto".
 
-    "none" forbids the ``[TOOL_CALLS]`` token; "any"/"required" or a tool's name make the reply one or more
-    well-formed calls (of that tool), each with arguments matching its JSON schema, in the model's format.
+    "none" forbids the ``[TOOL_CALLS]`` token; "any"/"required" or a tool's name make the reply well-formed calls
+    (one to as many as there are tools, or one of the named tool), each with arguments matching the tool's JSON
+    schema, in the model's format.
     Control tokens are written as ``<[id]>``, which llama.cpp's grammars match by token id.
     """
     if not tools or choice in (None, "auto"):
@@ -120,13 +121,13 @@ def tool_grammar(choice: str | None, tools: list[dict[str, Any]], dialect: Diale
         args = vocab.marker("[ARGS]")
         alternatives = " | ".join(f'{converter._format_literal(tool["function"]["name"])} <[{args}]> {rule}'
                                   for tool, rule in zip(tools, parameters))
-        rules = ["root ::= call+", f'call ::= <[{calls}]> " "? ( {alternatives} )']
+        rules = [f"root ::= call{{1,{len(tools)}}}", f'call ::= <[{calls}]> " "? ( {alternatives} )']
     else:  # v3: [TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]
         objects = []
         for tool, rule in zip(tools, parameters):
             name = converter._format_literal(json.dumps(tool["function"]["name"]))
             objects.append(f'"{{" space "\\"name\\"" space ":" space {name} space "," space '
                            f'"\\"arguments\\"" space ":" space {rule} "}}" space')
-        rules = [f'root ::= <[{calls}]> " "? "[" space call ( "," space call )* "]" space',
-                 f"call ::= {' | '.join(objects)}"]
+        more = f'( "," space call ){{0,{len(tools) - 1}}} ' if len(tools) > 1 else ""
+        rules = [f'root ::= <[{calls}]> " "? "[" space call {more}"]" space', f"call ::= {' | '.join(objects)}"]
     return converter.format_grammar() + "\n" + "\n".join(rules) + "\n"
