@@ -69,7 +69,7 @@ BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
            deprecation_date="2025-03-30", replacement="mistral-small-latest", local_route="mixtral-8x22b",
            description="Mixtral 8x22B"),
     catalog_entry("open-codestral-mamba", context=262144, caps="chat", status=RETIRED, deprecation_date="2025-06-06",
-           replacement="codestral-latest", description="Codestral Mamba"),
+           replacement="codestral-latest", local_route="codestral-mamba", description="Codestral Mamba"),
     catalog_entry("mathstral-7b", context=32768, caps="chat", status=RETIRED, replacement="magistral-small-latest",
            local_route="mathstral-7b", description="Mathstral 7B (open weights only, never a GA API model)"),
     # Embeddings (`llm embed`).
@@ -134,6 +134,9 @@ def find_entry(name: str) -> CatalogEntry | None:
     return None
 
 
+NO_LLAMAFILE_ROUTES = frozenset({"codestral-mamba"})  # Mamba-2 came to llama.cpp after llamafile's last release
+
+
 def alternatives(entry: CatalogEntry) -> str:
     """What still runs a model the API no longer serves: its successor and the local route."""
     routes = []
@@ -142,7 +145,8 @@ def alternatives(entry: CatalogEntry) -> str:
     if entry.local_route:
         routes.append(
             f"run {entry.description or entry.api_name} yourself: `llm mistral local download {entry.local_route}`"
-            " (llama.cpp) or a llamafile (`llm -m llamafile`)"
+            + (" (llama.cpp)" if entry.local_route in NO_LLAMAFILE_ROUTES else
+               " (llama.cpp) or a llamafile (`llm -m llamafile`)")
         )
     return "Instead, " + "; or ".join(routes) + "."
 

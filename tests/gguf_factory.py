@@ -16,7 +16,7 @@ import gguf
 
 __all__ = [
     "MISTRAL_V3_TEMPLATE", "MISTRAL_V1_HF_TEMPLATE", "DEFAULT_WORDS", "MISTRAL_TOKENIZER_FILES",
-    "DERIVED_TEKKEN_VERSIONS", "TEKKEN_SPECIAL_NAMES",
+    "DERIVED_TEKKEN_VERSIONS", "TEKKEN_SPECIAL_NAMES", "write_tiny_pixtral_mmproj",
     "mistral_tokenizer_file", "write_tiny_gguf", "write_tiny_mamba2_gguf", "write_mistral_vocab_gguf",
 ]  # fmt: skip
 
@@ -575,5 +575,68 @@ def write_mistral_vocab_gguf(
     else:
         _mamba2_layers(t, **mamba2_dims)
     t.head(vocab.emit, n_embd)
+    _finish(writer)
+    return path
+
+
+def write_tiny_pixtral_mmproj(
+    path: str | os.PathLike[str],
+    *,
+    n_embd_text: int = 64,
+    n_embd: int = 32,
+    n_layer: int = 1,
+    n_head: int = 2,
+    n_ff: int = 64,
+    image_size: int = 64,
+    patch_size: int = 16,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Write a random-weight Pixtral-style multimodal projector (GGUF architecture ``clip``, projector type
+    ``pixtral``) that llama.cpp's mtmd library loads beside a text model of width ``n_embd_text``.
+
+    As llama.cpp's clip loader reads a Pixtral projector: the ``clip.vision.*`` hyperparameters, image mean
+    and std, SiLU; the tensors ``v.patch_embd.weight`` (a patch_size x patch_size convolution over RGB),
+    ``v.pre_ln.weight`` (RMS norm), per block ``v.blk.N.{ln1,ln2}.weight``, ``attn_{q,k,v,out}.weight`` and
+    the gated feed-forward ``ffn_{gate,up,down}.weight``, then the projector ``mm.1``/``mm.2`` (weight and
+    bias; GELU between them) into the text model's width, and ``v.token_embd.img_break``, the [IMG_BREAK]
+    embedding mtmd puts after each row of patches. A ``patch_size`` x ``patch_size`` image region becomes
+    one image token; rotary positions are 2D (theta 10000), so ``n_embd / n_head`` must divide by 4.
+    """
+    if n_embd % n_head or (n_embd // n_head) % 4:
+        raise ValueError("n_embd / n_head must be a multiple of 4 (2D rotary positions)")
+    path = pathlib.Path(path)
+    writer = gguf.GGUFWriter(path, "clip")
+    writer.add_name("tiny-pixtral-mmproj")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_clip_has_vision_encoder(True)
+    writer.add_clip_projector_type("pixtral")
+    writer.add_vision_projection_dim(n_embd_text)
+    writer.add_vision_embedding_length(n_embd)
+    writer.add_vision_feed_forward_length(n_ff)
+    writer.add_vision_block_count(n_layer)
+    writer.add_vision_head_count(n_head)
+    writer.add_vision_attention_layernorm_eps(1e-5)
+    writer.add_vision_image_size(image_size)
+    writer.add_vision_patch_size(patch_size)
+    writer.add_vision_image_mean([0.48145466, 0.4578275, 0.40821073])
+    writer.add_vision_image_std([0.26862954, 0.26130258, 0.27577711])
+    writer.add_vision_use_silu(True)
+    t = _Tensors(writer, "f32", seed)
+    t.f32("v.patch_embd.weight", t.rand(n_embd, 3, patch_size, patch_size, scale=(3 * patch_size**2) ** -0.5))
+    t.f32("v.pre_ln.weight", np.ones(n_embd))
+    for i in range(n_layer):
+        blk = f"v.blk.{i}"
+        t.f32(f"{blk}.ln1.weight", np.ones(n_embd))
+        t.f32(f"{blk}.ln2.weight", np.ones(n_embd))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            t.f32(f"{blk}.{name}.weight", t.rand(n_embd, n_embd, scale=n_embd**-0.5))
+        t.f32(f"{blk}.ffn_gate.weight", t.rand(n_ff, n_embd, scale=n_embd**-0.5))
+        t.f32(f"{blk}.ffn_up.weight", t.rand(n_ff, n_embd, scale=n_embd**-0.5))
+        t.f32(f"{blk}.ffn_down.weight", t.rand(n_embd, n_ff, scale=n_ff**-0.5))
+    t.f32("mm.1.weight", t.rand(n_embd_text, n_embd, scale=n_embd**-0.5))
+    t.f32("mm.1.bias", np.zeros(n_embd_text))
+    t.f32("mm.2.weight", t.rand(n_embd_text, n_embd_text, scale=n_embd_text**-0.5))
+    t.f32("mm.2.bias", np.zeros(n_embd_text))
+    t.f32("v.token_embd.img_break", t.rand(n_embd_text, scale=1.0))
     _finish(writer)
     return path

@@ -68,7 +68,8 @@ def test_retired_model_is_registered_and_explains_the_route(mock, key, api_name)
     message = str(info.value)
     assert "retired" in message and entry.replacement in message
     if entry.local_route:
-        assert f"llm mistral local download {entry.local_route}" in message and "llamafile" in message
+        assert f"llm mistral local download {entry.local_route}" in message
+        assert ("llamafile" in message) == (entry.local_route not in catalog.NO_LLAMAFILE_ROUTES)
     assert mock.get_requests() == []
 
 

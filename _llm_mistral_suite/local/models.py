@@ -12,11 +12,12 @@ from llm.parts import StreamEvent
 from ..errors import MistralSuiteError
 from ..options import LOCAL_DEFAULT_MAX_TOKENS, OptionsFor
 from ..wire import chat_messages, tool_definitions, wire_tool_call_id
-from .generate import Completion, ReplyReader, Sampling, sample
-from .prompt import REPLAY_KEY, encode_chat, encode_fim, local_turns
+from .generate import Completion, ReplyReader, Sampling, context_error, sample
+from .prompt import REPLAY_KEY, ImageSlot, encode_chat, encode_fim, local_turns
 from .registry import LocalModelInfo
 from .runtime import LoadedLlama, clear_llama_errors, last_llama_error, load_local_llama
 from .tools import parse_calls, tool_grammar
+from .vision import LOCAL_IMAGE_TYPES, evaluate_with_images
 
 
 class _LocalChatBase:
@@ -32,9 +33,19 @@ class _LocalChatBase:
     def __init__(self, info: LocalModelInfo) -> None:
         self.info = info
         self.model_id = info.model_id
+        self.attachment_types = LOCAL_IMAGE_TYPES if info.mmproj else frozenset()
 
     def __str__(self) -> str:
         return f"Mistral local (llama.cpp): {self.model_id}"
+
+    def _validate_attachments(self, attachments: Any = None) -> None:
+        """llm's check, with what to do when the model has no image projector."""
+        if attachments and not self.info.mmproj:
+            raise MistralSuiteError(
+                f"{self.model_id} takes no images: register its multimodal projector with `llm mistral local add "
+                f"{self.info.path} --name {self.info.name} --mmproj mmproj-FILE.gguf` (or download a vision model: "
+                "llm mistral local download pixtral-12b).")
+        super()._validate_attachments(attachments)  # type: ignore[misc]
 
     def run(self, prompt: llm.Prompt, stream: bool, response: Any) -> Iterator[Any]:
         """The reply as llm events; runs llama.cpp in the calling thread."""
@@ -75,13 +86,22 @@ class _LocalChatBase:
         if options.verbose and (loaded.dialect is not None or fim):
             import sys
 
-            sys.stderr.write(f"--- prompt: {len(ids)} tokens, {described} ---\n{vocab.show(ids)}\n---\n")
+            images = sum(isinstance(item, ImageSlot) for item in ids)
+            counted = f"{len(ids) - images} tokens" + (f" and {images} image{'s' if images > 1 else ''}" if images else "")
+            sys.stderr.write(f"--- prompt: {counted}, {described} ---\n{vocab.show(ids)}\n---\n")
         reader = ReplyReader(vocab, sampling.stop)
-        completion = Completion(len(ids))
+        images = any(isinstance(item, ImageSlot) for item in ids)
         with loaded.lock:
             clear_llama_errors()
             try:
-                yield from sample(loaded, self.model_id, ids, sampling, reader, completion, grammar=grammar)
+                evaluated = 0
+                if images:  # evaluated here, image by image; llama.cpp then finds the whole prompt in its cache
+                    ids = evaluate_with_images(loaded, ids, self.info.mmproj or "", self.model_id,
+                                               lambda tokens: context_error(loaded, self.model_id, tokens))
+                    evaluated = len(ids)
+                completion = Completion(len(ids))
+                yield from sample(loaded, self.model_id, ids, sampling, reader, completion, grammar=grammar,
+                                  evaluated_before=evaluated)
             except MistralSuiteError:
                 raise
             except Exception as exc:

@@ -76,7 +76,8 @@ class LoadedLlama:
     as token ids (``prompt.py``). Other GGUFs (v1 Mistral models, other families) are fed their own chat
     template's text through ``formatter``."""
 
-    __slots__ = ("llama", "settings", "n_threads", "lock", "formatter", "meter", "vocab", "dialect", "recurrent")
+    __slots__ = ("llama", "settings", "n_threads", "lock", "formatter", "meter", "vocab", "dialect", "recurrent",
+                 "projector")
 
     def __init__(self, llama: Any, settings: tuple, n_threads: int | None) -> None:
         import threading
@@ -88,6 +89,16 @@ class LoadedLlama:
         self.vocab: Optional[PromptVocab] = None
         self.dialect: Optional[Dialect] = None
         self.recurrent = False  # a recurrent state (Mamba) that llama.cpp cannot cut back to a prefix
+        self.projector: Any = None  # the image projector (vision.py), loaded on the first image
+
+    def close(self) -> None:
+        """Free the projector and the model (llama-cpp-python's ``__del__`` fails noisily at interpreter exit)."""
+        for resource in (self.projector, self.llama):
+            try:
+                if resource is not None:
+                    resource.close()
+            except Exception:
+                pass
 
 
 def default_gpu_layers(llama_cpp: Any) -> int:
@@ -117,10 +128,7 @@ def load_local_llama(path: str, *, embedding: bool = False, n_ctx: int | None = 
         return loaded
     if loaded is not None:  # other settings: one model per file, so the old one goes first
         del LOADED[key]
-        try:
-            loaded.llama.close()
-        except Exception:
-            pass
+        loaded.close()
     info = check_gguf(path)
     trained = info.context_length or 4096
     ctx = n_ctx or min(trained, LOCAL_EMBED_MAX_CTX if embedding else LOCAL_MAX_DEFAULT_CTX)
@@ -170,10 +178,7 @@ def close_local_models() -> None:
     noisily when it runs during interpreter shutdown)."""
     while LOADED:
         _, loaded = LOADED.popitem()
-        try:
-            loaded.llama.close()
-        except Exception:
-            pass
+        loaded.close()
 
 
 

@@ -102,6 +102,16 @@ class PromptVocab:
                 return buffer.raw[:n]
             size = -n
 
-    def show(self, ids: list[int]) -> str:
-        """``ids`` as a readable prompt: control tokens by name, text as it reads."""
-        return self.decode([i for i in ids if i >= 0], special=True)
+    def show(self, ids: list[Any]) -> str:
+        """A prompt's ids as it reads: control tokens by name, text as text, "<image>" for each image."""
+        parts: list[str] = []
+        run: list[int] = []
+        for item in [*ids, None]:
+            if isinstance(item, int):
+                run.append(item)
+                continue
+            parts.append(self.decode(run, special=True))
+            run = []
+            if item is not None:
+                parts.append("<image>")
+        return "".join(parts)
