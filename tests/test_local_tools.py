@@ -223,3 +223,40 @@ def test_grammars(tool_ggufs):
         tool_grammar("x", tools, v13, vocab, "m")
     json.dumps(tools)  # unchanged by the grammar's strict copy
     assert "additionalProperties" not in tools[0]["function"]["parameters"]
+
+
+def test_thinking_goes_to_llms_reasoning_and_comes_back_in_think_tokens(tool_ggufs, monkeypatch):
+    """A Magistral-style reply ([THINK]...[/THINK] answer): the thinking is llm's reasoning (not the answer), and
+    on the next turn it is written back between [THINK] tokens. The sampled tokens are scripted here (a
+    random-weight model never chooses [THINK]); everything around them is the real path."""
+    from mistral_templates import MAGISTRAL_TEST_TEMPLATE
+
+    path = write_mistral_vocab_gguf(tool_ggufs["v13"].with_name("magistral.gguf"), "tekken-v13",
+                                    chat_template=MAGISTRAL_TEST_TEMPLATE)
+    add(path, "--name", "magistral")
+    loaded = load_local_llama(str(path), n_threads=1)
+    vocab = loaded.vocab
+    assert loaded.dialect.think and loaded.dialect.version == "v13"
+    script = [vocab.marker("[THINK]"), *vocab.text("Two and two."), vocab.marker("[/THINK]"), *vocab.text("4"),
+              vocab.eos]
+    seen: list[list[int]] = []
+    real_generate = loaded.llama.generate
+
+    def scripted(tokens, **kwargs):
+        seen.append(list(tokens))
+        for token in real_generate(tokens, **kwargs):  # evaluates the prompt; the tokens are ours
+            break
+        yield from script
+
+    monkeypatch.setattr(loaded.llama, "generate", scripted)
+    model = llm.get_model("mistral-local/magistral")
+    conversation = model.conversation()
+    response = conversation.prompt("2+2?", n_threads=1)
+    assert response.text() == "4"
+    [message] = response.messages()
+    assert [type(part).__name__ for part in message.parts][:2] == ["ReasoningPart", "TextPart"]
+    assert message.parts[0].text == "Two and two."
+    conversation.prompt("And 3+3?", n_threads=1).text()
+    second = vocab.show(seen[1])
+    assert "[/INST][THINK]Two and two.[/THINK]4</s>[INST]And 3+3?[/INST]" in second
+    assert seen[1][: len(seen[0])] == seen[0]  # the next prompt extends the first: the reply's own tokens
