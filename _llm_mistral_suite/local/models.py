@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import llm
-from llm.parts import StreamEvent
 
 from ..errors import MistralSuiteError
 from ..options import LOCAL_DEFAULT_MAX_TOKENS, OptionsFor
-from ..wire import chat_messages, tool_definitions, wire_tool_call_id
-from .generate import Completion, ReplyReader, Sampling, context_error, sample
-from .prompt import REPLAY_KEY, ImageSlot, encode_chat, encode_fim, local_turns
 from .registry import LocalModelInfo
-from .runtime import LoadedLlama, clear_llama_errors, last_llama_error, load_local_llama
-from .tools import parse_calls, tool_grammar
-from .vision import LOCAL_IMAGE_TYPES, evaluate_with_images
+
+if TYPE_CHECKING:
+    from .runtime import LoadedLlama
+
+# What mtmd's image reader (stb_image) decodes: the attachment types of a model with an image projector.
+LOCAL_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/bmp"})
 
 
 class _LocalChatBase:
@@ -49,6 +48,16 @@ class _LocalChatBase:
 
     def run(self, prompt: llm.Prompt, stream: bool, response: Any) -> Iterator[Any]:
         """The reply as llm events; runs llama.cpp in the calling thread."""
+        # imported here: registering the models (every `llm` command that looks one up) needs none of this
+        from llm.parts import StreamEvent
+
+        from ..wire import tool_definitions
+        from .generate import Completion, ReplyReader, Sampling, context_error, sample
+        from .prompt import REPLAY_KEY, ImageSlot
+        from .runtime import clear_llama_errors, load_local_llama
+        from .tools import parse_calls, tool_grammar
+        from .vision import evaluate_with_images
+
         options = prompt.options
         fim = options.suffix is not None  # fill in the middle: a completion from hand-built tokens
         if fim and (prompt.system or prompt.schema or prompt.tools):
@@ -130,6 +139,9 @@ class _LocalChatBase:
     def _prompt_ids(self, prompt: llm.Prompt, loaded: LoadedLlama, tools: list[dict[str, Any]],
                     fim: bool) -> tuple[list[Any], str]:
         """The prompt's token ids, and what built them."""
+        from ..wire import chat_messages, wire_tool_call_id
+        from .prompt import encode_chat, encode_fim, local_turns
+
         if fim:
             return encode_fim(loaded.vocab, self.model_id, prompt.prompt or "", prompt.options.suffix), "fill-in-the-middle"
         if loaded.dialect is not None:
@@ -155,6 +167,8 @@ class _LocalChatBase:
 
     def _explain_failure(self, exc: Exception) -> MistralSuiteError:
         import jinja2
+
+        from .runtime import last_llama_error
 
         text = str(exc)
         if isinstance(exc, jinja2.TemplateError) or (isinstance(exc, ValueError) and "role" in text.lower()):
@@ -202,6 +216,8 @@ class LocalEmbedding(llm.EmbeddingModel):
         self.model_id = info.model_id
 
     def embed_batch(self, items: Iterable[Any]) -> Iterator[list[float]]:
+        from .runtime import clear_llama_errors, last_llama_error, load_local_llama
+
         loaded = load_local_llama(self.info.path, embedding=True)
         texts = [item if isinstance(item, str) else bytes(item).decode("utf-8", "replace") for item in items]
         with loaded.lock:

@@ -10,9 +10,6 @@ from .gguf import check_gguf
 from .prompt import ImageSlot
 from .runtime import LoadedLlama, clear_llama_errors, last_llama_error
 
-# What mtmd's image reader (stb_image) decodes.
-LOCAL_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/bmp"})
-
 
 class Projector:
     """An mtmd context: the projector GGUF loaded for one model, freed when the model is."""
