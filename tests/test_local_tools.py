@@ -260,3 +260,16 @@ def test_thinking_goes_to_llms_reasoning_and_comes_back_in_think_tokens(tool_ggu
     second = vocab.show(seen[1])
     assert "[/INST][THINK]Two and two.[/THINK]4</s>[INST]And 3+3?[/INST]" in second
     assert seen[1][: len(seen[0])] == seen[0]  # the next prompt extends the first: the reply's own tokens
+
+
+def test_functions_option_through_the_cli(tool_ggufs, tmp_path):
+    """`--functions` (Python functions as tools) takes the same path as -T: a forced call runs the function."""
+    add(tool_ggufs["v13"], "--name", "toolm")
+    result = invoke_llm("-m", "mistral-local/toolm", "--functions", "def double(n: int) -> int:\n    return 2 * n",
+                        "Double something", "-o", "tool_choice", "double", *OPTIONS, "--td")
+    assert_cli_ok(result)
+    first, second = last_log(2)
+    [call] = tool_calls_of(first)
+    assert call["name"] == "double" and isinstance(call["arguments"]["n"], int)
+    [tool_result] = second["tool_results"]
+    assert tool_result["output"] == str(2 * call["arguments"]["n"])
