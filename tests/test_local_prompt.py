@@ -299,3 +299,14 @@ def test_what_llm_feeds_llama_cpp_is_mistral_commons(tmp_path):
     llama = LOADED[(str(path), False)].llama
     assert list(llama.eval_tokens)[: len(expected)] == expected
     assert response.usage().input == len(expected) == 9
+
+
+def test_your_system_prompt_stays_text(vocabs):
+    """Control-token names in your own text (system prompt included) are text, as mistral-common encodes them;
+    only the template's own default system prompt has its [THINK] written as the token."""
+    vocab = vocabs["tekken-v13"]
+    dialect = dialect_of(MAGISTRAL_TEST_TEMPLATE, vocab)
+    messages = [{"role": "system", "content": "Never write [THINK] or [INST]."}, {"role": "user", "content": "[/INST]"}]
+    ids = ours(messages, None, dialect, vocab)
+    assert diff("tekken-v13", chat_ids("tekken-v13", messages), ids) == []
+    assert ids.count(vocab.marker("[THINK]")) == 0 and ids.count(vocab.marker("[INST]")) == 1

@@ -55,7 +55,7 @@ class _LocalChatBase:
         from .generate import Completion, ReplyReader, Sampling, context_error, sample
         from .prompt import REPLAY_KEY, ImageSlot
         from .runtime import clear_llama_errors, load_local_llama
-        from .tools import parse_calls, tool_grammar
+        from .tools import parse_calls
         from .vision import evaluate_with_images
 
         options = prompt.options
@@ -82,22 +82,9 @@ class _LocalChatBase:
                if getattr(options, name) is not None},
             stop=tuple([options.stop] if isinstance(options.stop, str) else options.stop or ()),
         )
-        grammar = None
-        if prompt.schema:
-            from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-            grammar = json_schema_to_gbnf(json.dumps(prompt.schema))
-        elif tools and loaded.dialect is not None:
-            # a forced choice applies to the reply to the user; the reply to tool results is free, so a chain ends
-            after_results = bool(prompt.messages) and prompt.messages[-1].role == "tool"
-            choice = options.tool_choice if not after_results or options.tool_choice == "none" else None
-            grammar = tool_grammar(choice, tools, loaded.dialect, vocab, self.model_id)
+        grammar = self._grammar(prompt, loaded, tools)
         if options.verbose and (loaded.dialect is not None or fim):
-            import sys
-
-            images = sum(isinstance(item, ImageSlot) for item in ids)
-            counted = f"{len(ids) - images} tokens" + (f" and {images} image{'s' if images > 1 else ''}" if images else "")
-            sys.stderr.write(f"--- prompt: {counted}, {described} ---\n{vocab.show(ids)}\n---\n")
+            self._show_prompt(ids, described, vocab)
         reader = ReplyReader(vocab, sampling.stop)
         images = any(isinstance(item, ImageSlot) for item in ids)
         with loaded.lock:
@@ -135,6 +122,37 @@ class _LocalChatBase:
                            details={"cached_tokens": cached} if cached else None)
         response.response_json = {"finish_reason": finish_reason, "prompt_format": described,
                                   **({} if fim else self._template_facts(loaded)), "n_ctx": loaded.settings[2]}
+
+    def _grammar(self, prompt: llm.Prompt, loaded: LoadedLlama, tools: list[dict[str, Any]]) -> str | None:
+        """The llama.cpp grammar the reply must follow: the schema's, or the one enforcing ``tool_choice``."""
+        if prompt.schema:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            try:
+                return json_schema_to_gbnf(json.dumps(prompt.schema))
+            except Exception as exc:  # a schema feature llama.cpp's converter lacks
+                raise MistralSuiteError(f"The schema cannot be enforced on {self.model_id} (llama.cpp's grammar "
+                                        f"converter: {exc or type(exc).__name__}).") from None
+        if not tools or loaded.dialect is None:
+            return None
+        from .tools import tool_grammar
+
+        # a forced choice applies to the reply to the user; the reply to tool results is free, so a chain ends
+        choice = prompt.options.tool_choice
+        if prompt.messages and prompt.messages[-1].role == "tool" and choice != "none":
+            choice = None
+        return tool_grammar(choice, tools, loaded.dialect, loaded.vocab, self.model_id)
+
+    @staticmethod
+    def _show_prompt(ids: list[Any], described: str, vocab: Any) -> None:
+        """``-o verbose 1``: the prompt as llama.cpp gets it, on stderr."""
+        import sys
+
+        from .prompt import ImageSlot
+
+        images = sum(isinstance(item, ImageSlot) for item in ids)
+        counted = f"{len(ids) - images} tokens" + (f" and {images} image{'s' if images > 1 else ''}" if images else "")
+        sys.stderr.write(f"--- prompt: {counted}, {described} ---\n{vocab.show(ids)}\n---\n")
 
     def _prompt_ids(self, prompt: llm.Prompt, loaded: LoadedLlama, tools: list[dict[str, Any]],
                     fim: bool) -> tuple[list[Any], str]:

@@ -60,13 +60,14 @@ class ToolCallTurn(NamedTuple):
 class Turn:
     """One message of the conversation, normalized as mistral-common normalizes a chat request."""
 
-    __slots__ = ("role", "text", "reasoning", "calls", "call_id", "name", "images", "replay")
+    __slots__ = ("role", "text", "reasoning", "calls", "call_id", "images", "replay", "from_template")
 
     def __init__(self, role: str, text: str = "", *, reasoning: str = "", calls: list[ToolCallTurn] | None = None,
-                 call_id: str = "", name: str = "", images: list[Any] | None = None,
-                 replay: dict[str, Any] | None = None) -> None:
+                 call_id: str = "", images: list[Any] | None = None, replay: dict[str, Any] | None = None,
+                 from_template: bool = False) -> None:
         self.role, self.text, self.reasoning, self.calls = role, text, reasoning, calls or []
-        self.call_id, self.name, self.images, self.replay = call_id, name, images or [], replay
+        self.call_id, self.images, self.replay = call_id, images or [], replay
+        self.from_template = from_template  # written by the chat template: control-token names in it are tokens
 
 
 class ImageSlot(NamedTuple):
@@ -126,7 +127,7 @@ def local_turns(messages: list[Any], wire_id: Callable[[str | None], str]) -> li
             for part in message.parts:
                 if isinstance(part, ToolResultPart):
                     output = part.output if not part.exception else f"Error: {part.exception}"
-                    turns.append(Turn("tool", output, call_id=wire_id(part.tool_call_id), name=part.name))
+                    turns.append(Turn("tool", output, call_id=wire_id(part.tool_call_id)))
             continue
         texts, reasoning, calls, images, replay = [], [], [], [], None
         for part in message.parts:
@@ -195,7 +196,7 @@ def encode_chat(turns: list[Turn], tools: list[dict[str, Any]], dialect: Dialect
         raise MistralSuiteError(f"{model_id} cannot use tools: its chat template has no tool format "
                                 "([AVAILABLE_TOOLS]). Use a model whose GGUF template takes tools, or drop -T/--functions.")
     if not any(turn.role == "system" for turn in turns) and dialect.default_system:
-        turns = [Turn("system", dialect.default_system), *turns]
+        turns = [Turn("system", dialect.default_system, from_template=True), *turns]
     turns, system_prompt = normalize_turns(turns, dialect)
     users = [index for index, turn in enumerate(turns) if turn.role == "user"]
     tools_at = (users[0] if dialect.tools_first else users[-1]) if users and tools else -1
@@ -214,9 +215,9 @@ def encode_chat(turns: list[Turn], tools: list[dict[str, Any]], dialect: Dialect
             else:
                 ids += vocab.text(system + "\n\n" + turn.text if system else turn.text)
             ids.append(vocab.marker("[/INST]"))
-        elif turn.role == "system":
-            ids += [vocab.marker("[SYSTEM_PROMPT]"), *_text_with_markers(turn.text, vocab),
-                    vocab.marker("[/SYSTEM_PROMPT]")]
+        elif turn.role == "system":  # your text stays text, as in mistral-common; the template's may hold [THINK]
+            text = _text_with_markers(turn.text, vocab) if turn.from_template else vocab.text(turn.text)
+            ids += [vocab.marker("[SYSTEM_PROMPT]"), *text, vocab.marker("[/SYSTEM_PROMPT]")]
         elif turn.role == "assistant":
             ids += _assistant(turn, dialect, vocab)
         elif turn.role == "tool":

@@ -116,7 +116,11 @@ def tool_grammar(choice: str | None, tools: list[dict[str, Any]], dialect: Diale
     parameters = []
     for index, tool in enumerate(tools):
         schema = strict_schema(tool["function"].get("parameters") or {"type": "object", "properties": {}})
-        parameters.append(converter.visit(converter.resolve_refs(schema, f"tool-{index}"), f"args-{index}"))
+        try:
+            parameters.append(converter.visit(converter.resolve_refs(schema, f"tool-{index}"), f"args-{index}"))
+        except Exception as exc:  # a schema feature llama.cpp's converter lacks
+            raise MistralSuiteError(f"The arguments of tool {tool['function']['name']!r} cannot be enforced on "
+                                    f"{model_id} ({exc or type(exc).__name__}); use -o tool_choice auto.") from None
     if dialect.call_args:  # [TOOL_CALLS]name[ARGS]{...}, one block per call
         args = vocab.marker("[ARGS]")
         alternatives = " | ".join(f'{converter._format_literal(tool["function"]["name"])} <[{args}]> {rule}'
