@@ -80,7 +80,9 @@ def test_a_diverging_prompt_is_read_again_with_the_same_answer(ggufs, user_dir):
     second = conversation.prompt("what about the cat", system="be brief", **options)
     kept_answer = second.text()
     assert not (second.usage().details or {}).get("cached_tokens")
-    assert LOADED[(str(ggufs.mamba), False)].recurrent
+    import llama_cpp
+
+    assert llama_cpp.llama_model_is_recurrent(LOADED[(str(ggufs.mamba), False)].llama.model)
     LOADED.clear()  # a fresh model, as in a new process
     replay = model.conversation()
     replay.responses = list(conversation.responses[:1])

@@ -76,8 +76,7 @@ class LoadedLlama:
     as token ids (``prompt.py``). Other GGUFs (v1 Mistral models, other families) are fed their own chat
     template's text through ``formatter``."""
 
-    __slots__ = ("llama", "settings", "n_threads", "lock", "formatter", "meter", "vocab", "dialect", "recurrent",
-                 "projector")
+    __slots__ = ("llama", "settings", "n_threads", "lock", "formatter", "meter", "vocab", "dialect", "projector")
 
     def __init__(self, llama: Any, settings: tuple, n_threads: int | None) -> None:
         import threading
@@ -88,7 +87,6 @@ class LoadedLlama:
         self.meter: Optional[EvalCounter] = None
         self.vocab: Optional[PromptVocab] = None
         self.dialect: Optional[Dialect] = None
-        self.recurrent = False  # a recurrent state (Mamba) that llama.cpp cannot cut back to a prefix
         self.projector: Any = None  # the image projector (vision.py), loaded on the first image
 
     def close(self) -> None:
@@ -160,7 +158,6 @@ def load_local_llama(path: str, *, embedding: bool = False, n_ctx: int | None = 
         loaded.formatter.show_prompt = bool(verbose)
         loaded.meter = EvalCounter(llama)
         loaded.vocab = PromptVocab(llama)
-        loaded.recurrent = bool(llama_cpp.llama_model_is_recurrent(llama.model))
         if loaded.vocab.mistral_instruct:
             template = llama.metadata.get("tokenizer.chat_template")
             loaded.dialect = read_dialect(template, loaded.vocab, loaded.formatter.render_raw if template else None)
@@ -179,7 +176,6 @@ def close_local_models() -> None:
     while LOADED:
         _, loaded = LOADED.popitem()
         loaded.close()
-
 
 
 class EvalCounter:
