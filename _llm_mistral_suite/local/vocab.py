@@ -11,7 +11,8 @@ MISTRAL_MARKERS = (
     "[/TOOL_RESULTS]", "[TOOL_CONTENT]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[ARGS]", "[CALL_ID]", "[THINK]",
     "[/THINK]", "[PREFIX]", "[SUFFIX]", "[MIDDLE]", "[IMG]", "[IMG_BREAK]", "[IMG_END]",
 )  # fmt: skip
-_INFILL_SENTINEL = "\u263a"  # "☺": mistral-common's way of tokenizing text without SentencePiece's dummy prefix
+# "☺" is mistral-common's way of tokenizing text without SentencePiece's dummy prefix; "\n" the fallback
+_INFILL_SENTINELS = ("\u263a", "\n")
 
 
 class PromptVocab:
@@ -68,16 +69,15 @@ class PromptVocab:
 
     def infill(self, text: str) -> list[int]:
         """``text`` without SentencePiece's dummy prefix, as mistral-common tokenizes a FIM suffix: "☺" + text,
-        then the sentinel's own tokens dropped (falling back to plain tokens if the sentinel merged)."""
+        then the sentinel's own tokens dropped. Should the sentinel merge with the text, a newline (which
+        SentencePiece never merges with what follows) serves instead."""
         if not text:
             return []
-        sentinel = len(self.text(_INFILL_SENTINEL))
-        ids = self.text(_INFILL_SENTINEL + text)[sentinel:]
-        if self.decode(ids) != text:
-            ids = self.llama.tokenize(text.encode(), add_bos=False, special=False)
-            if self.dummy_prefix and ids and self.decode(ids[:1]).startswith(" ") and not text.startswith(" "):
-                ids = self.llama.tokenize(text.encode(), add_bos=False, special=False)[1:]
-        return ids
+        for sentinel in _INFILL_SENTINELS:
+            ids = self.text(sentinel + text)[len(self.text(sentinel)):]
+            if self.decode(ids) == text:
+                return ids
+        return self.text(text)
 
     def decode(self, ids: list[int], *, special: bool = False) -> str:
         """The text of ``ids``, piece by piece (no leading space removed); control tokens only if ``special``."""
