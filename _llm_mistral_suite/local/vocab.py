@@ -42,9 +42,11 @@ class PromptVocab:
             ids = llama.tokenize(name.encode(), add_bos=False, special=True)
             if len(ids) == 1 and llama_cpp.llama_vocab_get_attr(vocab, ids[0]) & structural:
                 self.markers[name] = ids[0]
-        text = llama._model.token_get_text
+        # which vocabulary a reply's kept token ids belong to: its size, kind and a sample of its token texts
         sample = [*range(0, self.n_vocab, max(1, self.n_vocab // 97)), *self.markers.values(), self.bos, self.eos]
-        digest = hashlib.sha256(repr((self.n_vocab, self.spm, [text(i) if i >= 0 else None for i in sample])).encode())
+        digest = hashlib.sha256(repr((self.n_vocab, self.spm)).encode())
+        for token in sample:
+            digest.update(llama_cpp.llama_vocab_get_text(vocab, token) if 0 <= token < self.n_vocab else b"-")
         self.fingerprint = digest.hexdigest()[:16]
 
     @property
