@@ -116,6 +116,10 @@ def transcribe_command(audio: str, model: str, language: Optional[str], diarize:
         response.log_to_db(db)
 
 
+def stdout_is_a_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
 def _speech_text(text: Optional[str]) -> str:
     if text is None or text == "-":
         stdin = click.get_text_stream("stdin")
@@ -152,7 +156,7 @@ def speak_command(text: Optional[str], output: Optional[Path], audio_format: Opt
     suffix = output.suffix.lower().lstrip(".") if output is not None else ""
     audio_format = audio_format or (suffix if suffix in SPEECH_FORMATS else "mp3")
     settings = SpeechSettings(model=model, voice=voice, format=audio_format)
-    if output is None and sys.stdout.isatty():
+    if output is None and stdout_is_a_terminal():
         raise click.UsageError("give -o FILE, or redirect the audio: llm mistral speak TEXT > out.mp3")
     words = _speech_text(text)
     api_key = mistral_key(key)

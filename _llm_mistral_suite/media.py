@@ -21,6 +21,8 @@ OFFICE_TYPES = {  # zip containers: told apart by their extension, not their fir
     ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
 }
 _SNIFF_BYTES = 8192
+_EXTENSIONS = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/mpeg": ".mp3", "audio/flac": ".flac",
+               "audio/ogg": ".ogg", "audio/mp4": ".m4a", "image/jpeg": ".jpg"}  # where mimetypes guesses oddly
 _KINDS = {"text": "text", "image": "an image", "audio": "audio", "video": "a video"}
 
 
@@ -46,7 +48,7 @@ class Media(NamedTuple):
             return self.path.name
         if self.url is not None:
             return Path(self.url.split("?")[0].rstrip("/")).name or "document"
-        return "stdin" + (mimetypes.guess_extension(self.mime or "") or "")
+        return "stdin" + (_EXTENSIONS.get(self.mime or "") or mimetypes.guess_extension(self.mime or "") or "")
 
     def open(self) -> BinaryIO:
         """The content as a binary file (a path is streamed, never read whole)."""

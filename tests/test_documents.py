@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -25,6 +26,7 @@ from _llm_mistral_suite.errors import MistralSuiteError
 from _llm_mistral_suite.media import read_media
 from _llm_mistral_suite.progress import Progress
 from conftest import SENTINEL_KEY, validate_request
+from fake_mistral import error_reply
 from media_files import SAMPLE_PAGES, pdf_bytes, png_bytes, write_samples
 
 REPORT = pdf_bytes(SAMPLE_PAGES, header="ACME Corp", footer="Page {n}", images_on=[1])
@@ -246,3 +248,30 @@ def test_a_failed_delete_is_a_warning(api, capsys):
     delete_uploads(SENTINEL_KEY, documents.DocumentUploads({}, ["00000000-0000-4000-8000-000000000000"]))
     err = capsys.readouterr().err
     assert err.startswith("Warning: could not delete the uploaded document 00000000-") and "404" in err
+
+
+def test_chat_with_a_large_pdf_sends_its_signed_url_then_deletes_it(api, samples, monkeypatch):
+    monkeypatch.setenv("LLM_MISTRAL_INLINE_LIMIT_MB", "0.001")
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    response = llm.get_model("mistral-medium").prompt("Summarise", attachments=[llm.Attachment(path=str(samples["pdf"]))])
+    assert response.text() == "echo: Summarise [document report.pdf: 3 pages]"
+    [chat] = [rec.body for rec in api.requests if rec.route == "/v1/chat/completions"]
+    document = chat["messages"][0]["content"][1]
+    assert document["type"] == "document_url" and document["document_url"].startswith(api.root_url + "/signed/")
+    assert api.upload_count == 1 and api.uploads == [] and api.delete_count == 1
+
+    async def run() -> str:
+        model = llm.get_async_model("mistral-medium")
+        return await model.prompt("Again", attachments=[llm.Attachment(path=str(samples["pdf"]))]).text()
+
+    assert asyncio.run(run()) == "echo: Again [document report.pdf: 3 pages]"
+    assert api.upload_count == 2 and api.uploads == [] and api.delete_count == 2
+
+
+def test_chat_deletes_the_upload_when_the_reply_fails(api, samples, monkeypatch):
+    monkeypatch.setenv("LLM_MISTRAL_INLINE_LIMIT_MB", "0.001")
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    monkeypatch.setattr(api, "_chat", lambda req: error_reply(400, "context too long"))
+    with pytest.raises(MistralSuiteError, match="context too long"):
+        llm.get_model("mistral-medium").prompt("hi", attachments=[llm.Attachment(path=str(samples["pdf"]))]).text()
+    assert api.upload_count == 1 and api.uploads == []
