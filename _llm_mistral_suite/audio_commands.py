@@ -48,12 +48,13 @@ def _language(value: Optional[str]) -> Optional[str]:
 @click.option("--language", callback=lambda ctx, param, value: _language(value),
               help="The audio's language as two letters, e.g. en or fr (improves accuracy)")
 @click.option("--diarize", is_flag=True, help="Label the speakers: speaker_1: ...")
-@click.option("--timestamps", type=click.Choice(TIMESTAMPS), help="Time each segment or each word (for --format)")
+@click.option("--timestamps", type=click.Choice(TIMESTAMPS),
+              help="Time each segment or each word: [start --> end] lines in text, cues in subtitles")
 @click.option("--format", "output_format", type=click.Choice(["text", "json", "srt", "vtt"]), default="text",
               show_default=True, help="text, the whole response as JSON, or SRT / WebVTT subtitles")
 @click.option("--context-bias", multiple=True, metavar="WORD", help="A word to expect: a name or jargon (repeatable)")
 @click.option("--temperature", type=click.FloatRange(min=0), help="Sampling temperature")
-@click.option("--stream", is_flag=True, help="Print the text as it arrives")
+@click.option("--stream", is_flag=True, help="Print the text as it arrives (timed lines and subtitles: when complete)")
 @click.option("--no-cache", is_flag=True, help="Transcribe again even if this audio was transcribed with these options")
 @click.option("--key", help="Mistral API key to use")
 @click.option("-n", "--no-log", is_flag=True, help="Don't log to logs.db")
@@ -78,7 +79,7 @@ def transcribe_command(audio: str, model: str, language: Optional[str], diarize:
     from llm.migrations import migrate
     from pydantic import ValidationError
 
-    from .subtitles import cues, srt, vtt
+    from .subtitles import cues, srt, timed_text, vtt
 
     transcriber = llm.get_model(TRANSCRIBE_ALIASES[0])
     if output_format in ("srt", "vtt") and timestamps is None:
@@ -94,7 +95,7 @@ def transcribe_command(audio: str, model: str, language: Optional[str], diarize:
         raise click.ClickException(render_errors(error.errors()))
     attachment = audio_attachment(audio)
     response = transcriber.prompt(None, attachments=[attachment], stream=stream, key=key, **validated)
-    if stream and output_format == "text":
+    if stream and output_format == "text" and timestamps is None:
         for piece in response:
             click.echo(piece, nl=False)
         click.echo()
@@ -103,13 +104,13 @@ def transcribe_command(audio: str, model: str, language: Optional[str], diarize:
         result = response.response_json or {}
         if output_format == "json":
             click.echo(json.dumps(result, indent=2))
-        elif output_format == "text":
+        elif output_format == "text" and timestamps is None:
             click.echo(text)
         else:
-            found = cues(result.get("segments") or [], words=timestamps == "word")
+            found = cues(result.get("segments") or [], words=timestamps == "word" and output_format != "text")
             if not found:
-                raise MistralSuiteError("The transcription has no timed segments to make subtitles from.")
-            click.echo(srt(found) if output_format == "srt" else vtt(found), nl=False)
+                raise MistralSuiteError("The transcription has no timed segments: the service sent no timestamps.")
+            click.echo({"srt": srt, "vtt": vtt, "text": timed_text}[output_format](found), nl=False)
     if logs_on() and not no_log:
         db = sqlite_utils.Database(logs_db_path())
         migrate(db)

@@ -1,4 +1,4 @@
-"""Transcripts as subtitles: SRT and WebVTT cues from the timed segments (or words) of a transcription."""
+"""Transcripts as subtitles (SRT, WebVTT) or timed lines, from the timed segments (or words) of a transcription."""
 
 from __future__ import annotations
 
@@ -51,6 +51,14 @@ def srt(found: list[Cue]) -> str:
         text = f"{cue.speaker}: {cue.text}" if cue.speaker else cue.text
         blocks.append(f"{number}\n{_clock(cue.start, ',')} --> {_clock(cue.end, ',')}\n{text}\n")
     return "\n".join(blocks)
+
+
+def timed_text(found: list[Cue]) -> str:
+    """One line per cue: ``[00:00:01.000 --> 00:00:02.500] speaker_1: text``."""
+    return "".join(
+        f"[{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}] {cue.speaker + ': ' if cue.speaker else ''}{cue.text}\n"
+        for cue in found
+    )
 
 
 def vtt(found: list[Cue]) -> str:

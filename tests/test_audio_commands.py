@@ -98,10 +98,11 @@ def transcribe_formats(s: CLISession) -> None:
     s.run("mistral", "transcribe", str(wav), "--diarize", "-m", "voxtral-small-latest")
     s.run("mistral", "transcribe", str(wav), "--format", "json", "--timestamps", "word", "--context-bias", "ACME",
           "--context-bias", "Voxtral", "--temperature", "0.1")
+    s.run("mistral", "transcribe", str(wav), "--timestamps", "segment", "--stream")
 
 
 def test_transcribe_formats(s):
-    subtitles, voices, diarized, whole = (assert_cli_ok(result) for result in s.results)
+    subtitles, voices, diarized, whole, timed = (assert_cli_ok(result) for result in s.results)
     assert subtitles == (
         "1\n00:00:00,000 --> 00:00:01,000\nHello and welcome.\n\n2\n00:00:01,000 --> 00:00:02,000\n"
         "This is a test recording.\n\n3\n00:00:02,000 --> 00:00:02,500\nThe weather is fine today.\n"
@@ -111,7 +112,10 @@ def test_transcribe_formats(s):
                         "speaker_1: The weather is fine today.\n")  # fmt: skip
     result = json.loads(whole)
     assert result["text"] == TEXT and [w["text"] for w in result["segments"][:3]] == ["Hello", "and", "welcome."]
-    srt, vtt, speakers, words = forms(s)
+    assert timed.splitlines() == ["[00:00:00.000 --> 00:00:01.000] Hello and welcome.",
+                                  "[00:00:01.000 --> 00:00:02.000] This is a test recording.",
+                                  "[00:00:02.000 --> 00:00:02.500] The weather is fine today."]  # fmt: skip
+    srt, vtt, speakers, words = forms(s)  # the timed lines reused the SRT run's transcript (same audio and options)
     assert srt.form["timestamp_granularities"] == ["segment"] and vtt.form_value("diarize") == "true"
     assert speakers.form_value("model") == "voxtral-small-latest"
     assert words.form["context_bias"] == ["ACME", "Voxtral"] and words.form_value("temperature") == "0.1"

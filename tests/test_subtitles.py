@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _llm_mistral_suite.subtitles import Cue, cues, srt, vtt
+from _llm_mistral_suite.subtitles import Cue, cues, srt, timed_text, vtt
 
 SEGMENTS = [
     {"type": "transcription_segment", "text": "Hello and welcome.", "start": 0.0, "end": 1.0, "speaker_id": "speaker_1"},
@@ -48,3 +48,10 @@ def test_words_are_gathered_into_short_lines_per_speaker():
 def test_segments_without_times_or_text_are_skipped():
     assert cues([{"text": "no times"}, {"text": " ", "start": 0, "end": 1}, {"text": "ok", "start": "1", "end": 2}],
                 words=False) == [Cue(1.0, 2.0, "ok", None)]
+
+
+def test_timed_text_lines():
+    assert timed_text(cues(SEGMENTS, words=False)) == (
+        "[00:00:00.000 --> 00:00:01.000] speaker_1: Hello and welcome.\n"
+        "[00:00:01.000 --> 01:02:03.500] speaker_2: This is <b>us</b> & co.\n"
+    )
