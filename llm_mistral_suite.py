@@ -171,7 +171,6 @@ class _LazyGroup(click.Group):
 
 @llm.hookimpl
 def register_commands(cli: click.Group) -> None:
-    cli.add_command(_LazyGroup(
-        name="mistral",
-        help="Mistral models: the API catalog, documents (OCR) and audio, local GGUF files and OpenAI-compatible servers.",
-    ))
+    cli.add_command(_LazyGroup(name="mistral", help=(
+        "Mistral models: the API catalog, documents (OCR) and audio, local GGUF files and OpenAI-compatible servers."
+    )))

@@ -77,8 +77,9 @@ def transcription_error(media: Media, settings: TranscribeSettings, error: Mistr
     detail = error.detail.lower()
     if error.status == 404 and ("model" in detail or "router" in detail):
         return MistralSuiteError(
-            f"{settings.model} is not a transcription model of Mistral's API ({error.detail.rstrip('.')}). Use "
-            f"{DEFAULT_TRANSCRIPTION_MODEL} (the default) or another voxtral-* model.", status=404, detail=error.detail,
+            f"{settings.model} is not a transcription model of Mistral's API ({error.detail.rstrip('.')}). "
+            f"Use {DEFAULT_TRANSCRIPTION_MODEL} (the default) or another voxtral-* model.",
+            status=404, detail=error.detail,
         )
     if media.url is not None and ("download" in detail or "fetch" in detail or "url" in detail):
         hint = "Check that the URL is public and points at the recording itself, or download it and give the file."
@@ -119,6 +120,20 @@ def event_kind(name: str, event: dict[str, Any]) -> Optional[str]:
     return name if name != "message" else event.get("type")
 
 
+def stream_event(endpoint: Endpoint, name: str, data: str, key: str | None) -> dict[str, Any]:
+    """One named SSE event's JSON data; a malformed one, or an error event, is an error."""
+    try:
+        event = json.loads(data)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream event: {redact(data, key)[:200]!r}")
+    if event_kind(name, event) == "error" or "error" in event:
+        message = service_message(redact(data, key).encode())
+        raise MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {message}")
+    return event
+
+
 class TranscriptDecoder:
     """Turns a transcription's stream events (or its one JSON answer) into text pieces and the whole result."""
 
@@ -146,21 +161,8 @@ class TranscriptDecoder:
             return self.whole(decode_json(self.endpoint, data, self.key))
         if not data:
             return None
-        try:
-            event = json.loads(data)
-        except ValueError:
-            raise MistralSuiteError(
-                f"{self.endpoint.label} sent a malformed transcription event: {redact(data, self.key)[:200]!r}"
-            ) from None
-        if not isinstance(event, dict):
-            raise MistralSuiteError(
-                f"{self.endpoint.label} sent a malformed transcription event: {redact(data, self.key)[:200]!r}"
-            )
+        event = stream_event(self.endpoint, name, data, self.key)
         kind = event_kind(name, event)
-        if kind == "error" or "error" in event:
-            raise MistralSuiteError(
-                f"{self.endpoint.label} reported an error mid-stream: {service_message(redact(data, self.key).encode())}"
-            )
         if kind == "transcription.language":
             self.language = event.get("audio_language")
         elif kind == "transcription.text.delta" and self.speakers is None:
@@ -223,7 +225,8 @@ async def atranscribe_pieces(media: Media, settings: TranscribeSettings, key: st
                     if piece:
                         yield piece
             else:
-                response = await arequest(endpoint, "POST", "/audio/transcriptions", key, payload)
+                with Progress().waiting(f"Transcribing {media.name} ({settings.model})"):
+                    response = await arequest(endpoint, "POST", "/audio/transcriptions", key, payload)
                 yield decoder.whole(decode_json(endpoint, response.content, key))
     except MistralSuiteError as error:
         raise transcription_error(media, settings, error) from None
@@ -253,6 +256,8 @@ def whole_transcript(media: Media, settings: TranscribeSettings, key: str) -> di
 
 
 class SpeechSettings(NamedTuple):
+    """The fields of a speech request besides the text."""
+
     model: str = DEFAULT_SPEECH_MODEL
     voice: Optional[str] = None  # a voice id or slug (`llm mistral voices`)
     format: str = "mp3"
@@ -276,16 +281,17 @@ def _audio_bytes(encoded: Any, endpoint: Endpoint) -> bytes:
 
 
 def speech_error(settings: SpeechSettings, error: MistralSuiteError) -> MistralSuiteError:
+    """The error to show for a failed speech request."""
     detail = error.detail.lower()
     if error.status == 404 and ("model" in detail or "router" in detail):
         return MistralSuiteError(
-            f"{settings.model} is not a speech model of Mistral's API ({error.detail.rstrip('.')}). Use {DEFAULT_SPEECH_MODEL} "
-            "(the default).", status=404, detail=error.detail,
+            f"{settings.model} is not a speech model of Mistral's API ({error.detail.rstrip('.')}). "
+            f"Use {DEFAULT_SPEECH_MODEL} (the default).", status=404, detail=error.detail,
         )
     if error.status == 404 and "voice" in detail:
         return MistralSuiteError(
-            f"Mistral's API has no voice {settings.voice!r} ({error.detail.rstrip('.')}). `llm mistral voices` lists them.",
-            status=404, detail=error.detail,
+            f"Mistral's API has no voice {settings.voice!r} ({error.detail.rstrip('.')}). "
+            "`llm mistral voices` lists them.", status=404, detail=error.detail,
         )
     return error
 
@@ -300,13 +306,14 @@ def synthesize(text: str, settings: SpeechSettings, key: str, out: BinaryIO, str
             out.write(_audio_bytes(answer.get("audio_data") if isinstance(answer, dict) else None, endpoint))
             return {}
         written = 0
-        for name, data in stream_events(endpoint, "POST", "/audio/speech", key, Payload(json=settings.body(text, True))):
+        payload = Payload(json=settings.body(text, True))
+        for name, data in stream_events(endpoint, "POST", "/audio/speech", key, payload):
             if name is None:  # a server that answered with one JSON body
                 answer = decode_json(endpoint, data, key)
                 out.write(_audio_bytes(answer.get("audio_data") if isinstance(answer, dict) else None, endpoint))
                 return {}
-            event = decode_json(endpoint, data, key) if data else {}
-            kind = event_kind(name, event if isinstance(event, dict) else {})
+            event = stream_event(endpoint, name, data, key) if data else {}
+            kind = event_kind(name, event)
             if kind == "speech.audio.delta":
                 block = _audio_bytes(event.get("audio_data"), endpoint)
                 out.write(block)
@@ -314,8 +321,6 @@ def synthesize(text: str, settings: SpeechSettings, key: str, out: BinaryIO, str
                 written += len(block)
             elif kind == "speech.audio.done":
                 return event.get("usage") or {}
-            elif kind == "error" or "error" in event:
-                raise MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {service_message(data.encode())}")
         raise StreamCutError(
             f"The speech from {endpoint.label} ended before it was finished (no speech.audio.done event, after "
             f"{written:,} bytes). The audio is incomplete; try again."
@@ -328,7 +333,8 @@ def list_voices(key: str, kind: str = "all") -> list[dict[str, Any]]:
     """Every voice of ``GET /v1/audio/voices`` (``kind``: all, preset or custom), all pages."""
     voices: list[dict[str, Any]] = []
     while True:
-        page = request_json(mistral_endpoint(), "GET", f"/audio/voices?limit=100&offset={len(voices)}&type={kind}", key)
+        path = f"/audio/voices?limit=100&offset={len(voices)}&type={kind}"
+        page = request_json(mistral_endpoint(), "GET", path, key)
         items = page.get("items") if isinstance(page, dict) else None
         if not isinstance(items, list):
             raise MistralSuiteError("Mistral's API answered /v1/audio/voices without a list of voices.")

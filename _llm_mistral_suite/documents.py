@@ -119,26 +119,13 @@ def ocr_document(media: Media, settings: OCRSettings, key: str, *, use_cache: bo
     if cached is not None and isinstance(cached.get("pages"), list):
         return cached
     progress = progress or Progress()
-    reading = f"OCR of {media.name} ({settings.model})"
     try:
-        if media.url is not None:
-            with progress.waiting(reading):
-                result = _post_ocr(url_document(media.url, media.mime), settings, key)
-        elif (media.size or 0) <= inline_limit_bytes():
-            with progress.waiting(reading):
-                result = _post_ocr(inline_document(media), settings, key)
+        if media.url is None and (media.size or 0) > inline_limit_bytes():
+            result = _ocr_uploaded(media, settings, key, progress)
         else:
-            with media.open() as source:
-                uploading = progress.reading(source, media.size or 0, f"Uploading {media.name}")
-                uploaded = upload_file(key, uploading, media.filename, "ocr", media.mime or "application/pdf")
-            try:
-                with progress.waiting(reading):
-                    result = _post_ocr({"type": "file", "file_id": uploaded.id}, settings, key)
-            finally:
-                try:
-                    delete_file(key, uploaded.id)
-                except MistralSuiteError as error:
-                    progress.warn(f"could not delete the upload of {media.name} ({uploaded.id}): {error.message}")
+            document = url_document(media.url, media.mime) if media.url is not None else inline_document(media)
+            with progress.waiting(f"OCR of {media.name} ({settings.model})"):
+                result = _post_ocr(document, settings, key)
     except MistralSuiteError as error:
         raise ocr_error(media, settings, error) from None
     pages = result.get("pages")
@@ -147,8 +134,24 @@ def ocr_document(media: Media, settings: OCRSettings, key: str, *, use_cache: bo
     return result
 
 
+def _ocr_uploaded(media: Media, settings: OCRSettings, key: str, progress: Progress) -> dict[str, Any]:
+    """OCR of a file uploaded to /v1/files first (purpose ``ocr``) and deleted again, whatever happens."""
+    with media.open() as source:
+        uploading = progress.reading(source, media.size or 0, f"Uploading {media.name}")
+        uploaded = upload_file(key, uploading, media.filename, "ocr", media.mime or "application/pdf")
+    try:
+        with progress.waiting(f"OCR of {media.name} ({settings.model})"):
+            return _post_ocr({"type": "file", "file_id": uploaded.id}, settings, key)
+    finally:
+        try:
+            delete_file(key, uploaded.id)
+        except MistralSuiteError as error:
+            progress.warn(f"could not delete the upload of {media.name} ({uploaded.id}): {error.message}")
+
+
 def _post_ocr(document: dict[str, Any], settings: OCRSettings, key: str) -> dict[str, Any]:
-    result = request_json(mistral_endpoint(), "POST", "/ocr", key, {**settings.request_fields(), "document": document})
+    body = {**settings.request_fields(), "document": document}
+    result = request_json(mistral_endpoint(), "POST", "/ocr", key, body)
     if not isinstance(result, dict) or not isinstance(result.get("pages"), list):
         raise MistralSuiteError("Mistral's OCR answered without pages.")
     return result
@@ -159,8 +162,8 @@ def ocr_error(media: Media, settings: OCRSettings, error: MistralSuiteError) -> 
     detail = error.detail.lower()
     if error.status == 404 and ("model" in detail or "router" in detail):
         return MistralSuiteError(
-            f"{settings.model} is not an OCR model of Mistral's API ({error.detail.rstrip('.')}). Use {DEFAULT_OCR_MODEL} "
-            "(the default) or another mistral-ocr-* model.", status=404, detail=error.detail,
+            f"{settings.model} is not an OCR model of Mistral's API ({error.detail.rstrip('.')}). "
+            f"Use {DEFAULT_OCR_MODEL} (the default) or another mistral-ocr-* model.", status=404, detail=error.detail,
         )
     hint = ""
     if media.url is not None and ("download" in detail or "fetch" in detail or "url" in detail):
@@ -232,7 +235,8 @@ def document_annotation(result: dict[str, Any]) -> Any:
     try:
         return json.loads(annotation)
     except ValueError:
-        raise MistralSuiteError(f"Mistral's OCR returned an annotation that is not JSON: {annotation[:200]!r}") from None
+        message = f"Mistral's OCR returned an annotation that is not JSON: {annotation[:200]!r}"
+        raise MistralSuiteError(message) from None
 
 
 # --- PDFs attached to chat prompts (`llm -a report.pdf`) ---------------------------------------------
