@@ -184,19 +184,27 @@ def image_data(encoded: str) -> bytes:
         raise MistralSuiteError("Mistral's OCR sent an image that is not valid base64.") from None
 
 
-def save_images(result: dict[str, Any], directory: Path) -> dict[str, str]:
-    """Write every extracted image of ``result`` into ``directory``; image id -> the path written."""
+ImagePaths = dict[tuple[int, str], str]  # (page number in the response, image id) -> the file written
+
+
+def save_images(result: dict[str, Any], directory: Path) -> ImagePaths:
+    """Write every extracted image of ``result`` into ``directory``, named by its id (an id seen on an earlier
+    page gets the page's number in front), and say where each went."""
     directory.mkdir(parents=True, exist_ok=True)
-    written: dict[str, str] = {}
-    for page in result.get("pages") or ():
+    written: ImagePaths = {}
+    names: set[str] = set()
+    for number, page in enumerate(result.get("pages") or ()):
         for image in page.get("images") or ():
             image_id, encoded = str(image.get("id") or ""), image.get("image_base64")
             name = Path(image_id).name
             if not name or not isinstance(encoded, str):
                 continue
+            if name in names:
+                name = f"page{number + 1}-{name}"
+            names.add(name)
             path = directory / name
             path.write_bytes(image_data(encoded))
-            written[image_id] = path.as_posix()
+            written[(number, image_id)] = path.as_posix()
     return written
 
 
@@ -204,7 +212,7 @@ def _comment(label: str, text: str) -> str:
     return f"<!-- {label}: {' '.join(text.split()).replace('--', '- -')} -->"
 
 
-def ocr_markdown(result: dict[str, Any], image_paths: Optional[dict[str, str]] = None) -> str:
+def ocr_markdown(result: dict[str, Any], image_paths: Optional[ImagePaths] = None) -> str:
     """The document as Markdown: each page opens with ``<!-- Page N -->`` (N = index + 1); tables extracted apart
     are put back where their links stand; image links point at ``image_paths`` where those were written."""
     blocks = []
@@ -213,7 +221,9 @@ def ocr_markdown(result: dict[str, Any], image_paths: Optional[dict[str, str]] =
         for table in page.get("tables") or ():
             if table.get("id") and isinstance(table.get("content"), str):
                 text = text.replace(f"[{table['id']}]({table['id']})", table["content"])
-        for image_id, path in (image_paths or {}).items():
+        for (on_page, image_id), path in (image_paths or {}).items():
+            if on_page != number:
+                continue
             text = re.sub(r"(!\[[^\]]*\]\()" + re.escape(image_id) + r"\)", lambda m: f"{m[1]}{path})", text)
         index = page.get("index", number)
         parts = [f"<!-- Page {index + 1 if isinstance(index, int) else index} -->"]

@@ -175,19 +175,30 @@ def test_markdown_marks_pages_and_puts_tables_headers_and_images_in_place(api, s
     settings = OCRSettings(pages=(1, 2), table_format="html", header=True, footer=True, images=True)
     result = ocr_document(read_media(str(samples["pdf"])), settings, SENTINEL_KEY)
     written = save_images(result, tmp_path / "images")
-    assert list(written) == ["img-0.jpeg"] and (tmp_path / "images" / "img-0.jpeg").read_bytes()[:4] == b"\x89PNG"
+    assert list(written) == [(0, "img-0.jpeg")] and (tmp_path / "images" / "img-0.jpeg").read_bytes()[:4] == b"\x89PNG"
     markdown = ocr_markdown(result, written)
     assert markdown == (
         "<!-- Page 2 -->\n\n<!-- Header: ACME Corp -->\n\n"
         "<table><tr><th>Region</th><th>Revenue</th></tr><tr><td>North</td><td>120</td></tr>"
         "<tr><td>South</td><td>95</td></tr></table>\n\nFigures are in thousands.\n\n"
-        f"![img-0.jpeg]({written['img-0.jpeg']})\n\n<!-- Footer: Page 2 -->\n\n"
+        f"![img-0.jpeg]({written[0, 'img-0.jpeg']})\n\n<!-- Footer: Page 2 -->\n\n"
         "<!-- Page 3 -->\n\n<!-- Header: ACME Corp -->\n\nConclusion\n\nThe outlook is stable.\n\n"
         "<!-- Footer: Page 3 -->"
     )
     plain = ocr_markdown(ocr_document(read_media(str(samples["pdf"])), OCRSettings(table_format="markdown"),
                                       SENTINEL_KEY))
     assert "| North | 120 |" in plain and "[tbl-0.md]" not in plain and "![img-0.jpeg](img-0.jpeg)" in plain
+
+
+def test_an_image_id_seen_on_two_pages_gets_two_files(tmp_path):
+    png = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    pages = [{"index": i, "markdown": "![img-0.jpeg](img-0.jpeg)", "images": [{"id": "img-0.jpeg", "image_base64": png}]}
+             for i in (4, 7)]  # fmt: skip
+    written = save_images({"pages": pages}, tmp_path)
+    assert written == {(0, "img-0.jpeg"): f"{tmp_path.as_posix()}/img-0.jpeg",
+                       (1, "img-0.jpeg"): f"{tmp_path.as_posix()}/page2-img-0.jpeg"}  # fmt: skip
+    assert ocr_markdown({"pages": pages}, written).split("\n\n")[1::2] == [
+        f"![img-0.jpeg]({tmp_path.as_posix()}/img-0.jpeg)", f"![img-0.jpeg]({tmp_path.as_posix()}/page2-img-0.jpeg)"]
 
 
 def test_a_header_cannot_close_its_comment():
