@@ -95,26 +95,26 @@ def transcribe_command(audio: str, model: str, language: Optional[str], diarize:
         raise click.ClickException(render_errors(error.errors()))
     attachment = audio_attachment(audio)
     response = transcriber.prompt(None, attachments=[attachment], stream=stream, key=key, **validated)
-    if stream and output_format == "text" and timestamps is None:
-        for piece in response:
+    streaming_text = stream and output_format == "text" and timestamps is None
+    for piece in response:  # the whole transcript arrives (and is shown, when streaming text) before it is logged
+        if streaming_text:
             click.echo(piece, nl=False)
-        click.echo()
-    else:
-        text = response.text()
-        result = response.response_json or {}
-        if output_format == "json":
-            click.echo(json.dumps(result, indent=2))
-        elif output_format == "text" and timestamps is None:
-            click.echo(text)
-        else:
-            found = cues(result.get("segments") or [], words=timestamps == "word" and output_format != "text")
-            if not found:
-                raise MistralSuiteError("The transcription has no timed segments: the service sent no timestamps.")
-            click.echo({"srt": srt, "vtt": vtt, "text": timed_text}[output_format](found), nl=False)
     if logs_on() and not no_log:
         db = sqlite_utils.Database(logs_db_path())
         migrate(db)
         response.log_to_db(db)
+    result = response.response_json or {}
+    if streaming_text:
+        click.echo()
+    elif output_format == "json":
+        click.echo(json.dumps(result, indent=2))
+    elif output_format == "text" and timestamps is None:
+        click.echo(response.text())
+    else:
+        found = cues(result.get("segments") or [], words=timestamps == "word" and output_format != "text")
+        if not found:
+            raise MistralSuiteError("The transcription has no timed segments: the service sent no timestamps.")
+        click.echo({"srt": srt, "vtt": vtt, "text": timed_text}[output_format](found), nl=False)
 
 
 def stdout_is_a_terminal() -> bool:

@@ -4,7 +4,7 @@ large PDF (uploaded from disk vs sent inline), and what the new hooks cost at st
 The server is tests/fake_mistral.py's FakeMistral in this process (threads), answering every request after
 ``--latency`` seconds; each `llm` run is a fresh process with its own user dir.
 
-    .venv/bin/python benchmarks/bench_media.py [--rounds 5] [--latency 1.0] [--big-mb 30]
+    .venv/bin/python benchmarks/bench_media.py [--rounds 5] [--latency 3.0] [--big-mb 30]
 """
 
 from __future__ import annotations
@@ -43,16 +43,29 @@ print(json.dumps({"import": t1 - t0, "register_models": t2 - t1, "register_fragm
 """
 
 
+# `llm` with its own peak memory reported: VmHWM of the process after exec (ru_maxrss from wait4 would also count
+# the pages of this process, forked before the exec).
+LLM_CHILD = r"""
+import atexit, sys
+def peak():
+    status = open("/proc/self/status").read()
+    sys.stderr.write("PEAK_KB " + status.split("VmHWM:")[1].split()[0] + "\n")
+atexit.register(peak)
+from llm.cli import cli
+cli(prog_name="llm")
+"""
+
+
 def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """``llm ARGS`` waited for with wait4: (wall seconds, peak RSS in MB of that very process)."""
+    """``llm ARGS``: (wall seconds, peak RSS in MB of that process)."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "llm", *args], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run([sys.executable, "-c", LLM_CHILD, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"llm {' '.join(args)} failed: {process.stderr.read().decode() if process.stderr else ''}")
-    return wall, usage.ru_maxrss / 1024
+    err = result.stderr.decode()
+    if result.returncode != 0 or "PEAK_KB" not in err:
+        raise SystemExit(f"llm {' '.join(args)} failed: {err}")
+    return wall, int(err.rsplit("PEAK_KB ", 1)[1].split()[0]) / 1024
 
 
 def env_for(fake, user: Path, **extra: str) -> dict[str, str]:
@@ -129,7 +142,7 @@ def hooks_cost(runs: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--latency", type=float, default=1.0, help="seconds the fake takes to answer any request")
+    parser.add_argument("--latency", type=float, default=3.0, help="seconds the fake takes to answer any request")
     parser.add_argument("--big-mb", type=int, default=30, help="size of the large PDF, MB")
     parser.add_argument("--hook-runs", type=int, default=21)
     args = parser.parse_args()

@@ -20,7 +20,7 @@ from conftest import (
     play_scenarios,
     selected_scenarios,
 )
-from fake_mistral import SSEReply
+from fake_mistral import JSONReply, SSEReply
 from media_files import audio_info, write_samples
 
 TEXT = "Hello and welcome. This is a test recording. The weather is fine today."
@@ -158,10 +158,15 @@ def transcribe_errors(s: CLISession) -> None:
     s.run("mistral", "transcribe", str(files["wav"]), "--stream", "--no-cache")
     s.run("mistral", "transcribe", str(files["wav"]), "--key", "bad-key", "--no-cache")
     s.run("-m", "voxtral-transcribe", "-a", str(files["wav"]), "Please transcribe")
+    usage = {"prompt_tokens": 32, "completion_tokens": 22, "total_tokens": 54}
+    s.fake.queue(JSONReply({"model": "voxtral-mini-2512", "text": TEXT, "language": "en", "segments": [],
+                            "usage": usage}))  # the service ignored the timestamps: no subtitles, but it was paid
+    s.run("mistral", "transcribe", str(files["wav"]), "--format", "srt", "--no-cache")
+    s.run("logs", "-n", "1", "--json")
 
 
 def test_transcribe_errors(s):
-    missing, pdf, noise, unreachable, language, model, cut, key, with_text = s.results
+    missing, pdf, noise, unreachable, language, model, cut, key, with_text, untimed, logs = s.results
     assert_cli_error(missing, "No such file: missing.mp3")
     assert_cli_error(pdf, "report.pdf is a PDF document (application/pdf), not audio", "llm mistral ocr")
     assert_cli_error(noise, "noise.ogg: The file could not be decoded as audio", "ffmpeg -i noise.ogg out.mp3")
@@ -172,7 +177,10 @@ def test_transcribe_errors(s):
     assert cut.stdout == "Hello and"  # what arrived was shown, and the run failed: nothing passes for complete
     assert_cli_error(key, "rejected the API key (401 Unauthorized)")
     assert_cli_error(with_text, "takes no prompt text")
-    assert len(forms(s)) == 5  # noise, unreachable, model, cut, key: the rest was refused before sending
+    assert_cli_error(untimed, "no timed segments")
+    [logged] = json.loads(assert_cli_ok(logs))
+    assert logged["response"] == TEXT and logged["input_tokens"] == 32  # the paid transcription is in the log
+    assert len(forms(s)) == 6  # noise, unreachable, model, cut, key, untimed: the rest was refused before sending
     assert all(SENTINEL_KEY not in r.stdout + r.stderr for r in s.results)
 
 
