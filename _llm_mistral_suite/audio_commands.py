@@ -42,6 +42,13 @@ def _language(value: Optional[str]) -> Optional[str]:
     return value.lower() if value else None
 
 
+def _words(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        if not value.strip() or "," in value or any(ch.isspace() for ch in value.strip()):
+            raise click.BadParameter(f"{value!r}: give one word per --context-bias, without spaces or commas")
+    return tuple(value.strip() for value in values)
+
+
 @click.command(name="transcribe")
 @click.argument("audio")
 @click.option("-m", "--model", default=DEFAULT_TRANSCRIPTION_MODEL, show_default=True, help="Transcription model")
@@ -52,7 +59,8 @@ def _language(value: Optional[str]) -> Optional[str]:
               help="Time each segment or each word: [start --> end] lines in text, cues in subtitles")
 @click.option("--format", "output_format", type=click.Choice(["text", "json", "srt", "vtt"]), default="text",
               show_default=True, help="text, the whole response as JSON, or SRT / WebVTT subtitles")
-@click.option("--context-bias", multiple=True, metavar="WORD", help="A word to expect: a name or jargon (repeatable)")
+@click.option("--context-bias", multiple=True, metavar="WORD", callback=lambda ctx, param, value: _words(value),
+              help="A word to expect: a name or jargon (repeatable; one word each, no spaces or commas)")
 @click.option("--temperature", type=click.FloatRange(min=0), help="Sampling temperature")
 @click.option("--stream", is_flag=True, help="Print the text as it arrives (timed lines and subtitles: when complete)")
 @click.option("--no-cache", is_flag=True, help="Transcribe again even if this audio was transcribed with these options")

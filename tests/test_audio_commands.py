@@ -247,3 +247,11 @@ def test_speak_needs_a_file_or_a_pipe(monkeypatch):
     monkeypatch.setattr(commands, "stdout_is_a_terminal", lambda: True)
     result = CliRunner().invoke(cli, ["mistral", "speak", "Hi"])
     assert result.exit_code == 2 and "give -o FILE, or redirect the audio" in result.output
+
+
+@pytest.mark.parametrize("word", ["New York", "a,b", " "])
+def test_context_bias_takes_single_words(word):
+    from llm.cli import cli
+
+    result = CliRunner().invoke(cli, ["mistral", "transcribe", "x.wav", "--context-bias", word])
+    assert result.exit_code == 2 and "one word per --context-bias" in result.output
