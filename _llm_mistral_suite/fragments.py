@@ -20,7 +20,7 @@ def _named(argument: str, prefix: str) -> Media:
 
 
 def _source(prefix: str, media: Media) -> str:
-    """Where the fragment came from, as `llm logs` shows it: the prefix and the absolute path or the URL."""
+    """Where the fragment came from, as `llm fragments list` shows it: the prefix and the absolute path or the URL."""
     return f"{prefix}:{media.path.resolve() if media.path is not None else media.url}"
 
 
