@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fim": ("_llm_mistral_suite.commands", "fim_command"),
     "servers": ("_llm_mistral_suite.commands", "servers_group"),
     "local": ("_llm_mistral_suite.local.commands", "local_group"),
+    "batch": ("_llm_mistral_suite.batch_commands", "batch_group"),
 }
 
 _reported: set[str] = set()

@@ -1,0 +1,272 @@
+"""A finished batch job's results: answers logged to logs.db as llm responses, vectors stored as llm embed-multi stores them."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator, Optional
+
+import llm
+
+from .batch import BatchResult, download_file, read_results, requests_path
+from .errors import MistralSuiteError
+from .logs_writer import LoggedTurn, LogsWriter
+from .wire import ReplyDecoder
+
+CHUNK = 1000  # results written per executemany round
+
+
+class RequestDetails:
+    """A job's requests file (one JSON line per request, by custom_id), read by id through an index of line
+    offsets rather than held in memory."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self.file: IO[bytes] = open(path, "rb")
+        except OSError:
+            raise MistralSuiteError(f"The details of this job's requests are missing ({path}).") from None
+        self.offsets: dict[str, tuple[int, int]] = {}  # custom_id -> (offset, position in the job)
+        decoder = json.JSONDecoder()
+        offset = 0
+        for line in self.file:
+            text = line.decode("utf-8")
+            if text.startswith('{"custom_id": '):  # how batch_build writes them: the id first
+                self.offsets[decoder.raw_decode(text, 14)[0]] = (offset, len(self.offsets))
+            offset += len(line)
+
+    def get(self, custom_id: Optional[str]) -> Optional[dict[str, Any]]:
+        """The request's details, with its position in the job as ``position``."""
+        if custom_id not in self.offsets:
+            return None
+        offset, position = self.offsets[custom_id]
+        self.file.seek(offset)
+        return {**json.loads(self.file.readline()), "position": position}
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Summary:
+    """What ``results`` did: answers (or vectors) written, already there, failed, and requests never run."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.written = 0
+        self.already = 0
+        self.failed: list[tuple[str, str]] = []  # (custom_id or where, the service's error)
+        self.seen: set[str] = set()
+
+    def fail(self, name: Optional[str], message: str) -> None:
+        self.failed.append((name or "?", message))
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.total - len(self.seen))
+
+
+def result_files(key: str, job: dict[str, Any]) -> Iterator[tuple[str, Iterator[BatchResult]]]:
+    """Each of the job's output and error files, downloaded to a temporary file and read line by line."""
+    for name in ("output", "error"):
+        file_id = job.get(f"{name}_file")
+        if not file_id:
+            continue
+        with tempfile.TemporaryFile(prefix="llm-mistral-batch-") as downloaded:
+            download_file(key, file_id, downloaded)
+            yield name, read_results(downloaded, name)
+
+
+def batch_ulid(seconds: float, position: int, *parts: str) -> str:
+    """A ULID (as llm's ids are) for the time of the answer whose random part is the request's position in the
+    job and a hash of ``parts``: the same result always gets the same id, so logging it again adds nothing, and
+    answers of the same second list in the input's order."""
+    from ulid import ULID
+
+    digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=6).digest()
+    return str(ULID(int(seconds * 1000).to_bytes(6, "big") + position.to_bytes(4, "big") + digest)).lower()
+
+
+class ChatResults:
+    """Answers of a chat (or fill-in-the-middle) job turned into llm responses, decoded by the same
+    ``ReplyDecoder`` as a live reply, and logged."""
+
+    def __init__(self, job: dict[str, Any], record: dict[str, Any], db: Any) -> None:
+        self.job, self.record = job, record
+        self.model = llm.get_model(record["model"])
+        self.writer = LogsWriter(db) if db is not None else None
+        self.options: dict[str, llm.Options] = {}
+        self.schema = record.get("schema")
+
+    def turn(self, custom_id: str, details: dict[str, Any], body: dict[str, Any]) -> LoggedTurn:
+        options_key = json.dumps(details["options"], sort_keys=True)
+        if options_key not in self.options:
+            self.options[options_key] = self.model.Options(**details["options"])
+        attachments = [llm.Attachment(type=a["type"], path=a["path"], url=a["url"]) for a in details["attachments"]]
+        prompt = llm.Prompt(details["prompt"], self.model, system=details["system"], attachments=attachments,
+                            schema=self.schema, options=self.options[options_key])
+        response = llm.Response(prompt, self.model, stream=False)
+        decoder = ReplyDecoder("Mistral's API (batch)")
+        for event in decoder.events((body,)):
+            response._process_chunk(event)
+        for event in decoder.finish(response, self.record["api_model"]):
+            response._process_chunk(event)
+        response.response_json = {**(response.response_json or {}), "batch_job": self.job["id"], "custom_id": custom_id}
+        created = body.get("created") if isinstance(body.get("created"), (int, float)) else None
+        created = created or self.job.get("completed_at") or time.time()
+        response._start_utcnow = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
+        response._done = True
+        position = details.get("position", 0)
+        response.id = batch_ulid(created, position, self.job["id"], custom_id, "turn")
+        return LoggedTurn(response, response.id, batch_ulid(created, position, self.job["id"], custom_id, "thread"))
+
+    def ingest(self, key: str, emit: Optional[Callable[[dict[str, Any]], None]]) -> Summary:
+        summary = Summary(self.job.get("total_requests") or 0)
+        details = RequestDetails(requests_path(self.job["id"]))
+        try:
+            for name, results in result_files(key, self.job):
+                if self.writer is None:
+                    self._read(results, details, summary, emit)
+                else:
+                    with self.writer.db.atomic():  # one transaction per file: all of it or none of it
+                        self._read(results, details, summary, emit)
+        finally:
+            details.close()
+        return summary
+
+    def _read(self, results: Iterator[BatchResult], details: RequestDetails, summary: Summary,
+              emit: Optional[Callable[[dict[str, Any]], None]]) -> None:
+        chunk: list[LoggedTurn] = []
+        for result in results:
+            if result.custom_id is not None:
+                summary.seen.add(result.custom_id)
+            request = details.get(result.custom_id)
+            error = result.error or (None if request else f"{result.where}: custom_id {result.custom_id!r} is not "
+                                                           "one of this job's requests")
+            if error is None:
+                try:
+                    chunk.append(self.turn(result.custom_id or "", request or {}, result.body or {}))
+                except MistralSuiteError as failure:
+                    error = failure.message
+            if error is not None:
+                summary.fail(result.custom_id, error)
+                if emit:
+                    emit({"custom_id": result.custom_id, "error": error})
+                continue
+            if emit:
+                emit({"custom_id": result.custom_id, "text": chunk[-1].response.text()})
+            if len(chunk) >= CHUNK:
+                self._write(chunk, summary)
+                chunk = []
+        self._write(chunk, summary)
+
+    def _write(self, chunk: list[LoggedTurn], summary: Summary) -> None:
+        if self.writer is None or not chunk:
+            summary.written += len(chunk) if self.writer is None else 0
+            return
+        logged = self.writer.existing_turns([turn.turn_id for turn in chunk])
+        fresh = [turn for turn in chunk if turn.turn_id not in logged]
+        self.writer.write(fresh)
+        summary.written += len(fresh)
+        summary.already += len(chunk) - len(fresh)
+
+
+class EmbeddingResults:
+    """Vectors of an embedding job stored in the collection, exactly as ``llm embed-multi`` stores them (content
+    hash, metadata, the content itself with --store); vectors already stored with the same content are left be."""
+
+    def __init__(self, job: dict[str, Any], record: dict[str, Any], db: Any) -> None:
+        from llm import Collection
+
+        self.job, self.record, self.db = job, record, db
+        self.model = llm.get_embedding_model(record["model"])
+        self.collection = None
+        if db is not None:
+            self.collection = Collection(record["collection"], db, model_id=self.model.model_id)
+            holds = db["collections"].get(self.collection.id)["model"]
+            if holds != self.model.model_id:
+                raise MistralSuiteError(
+                    f"Collection {record['collection']!r} holds {holds} embeddings; these are "
+                    f"{self.model.model_id} ones. Store them in another database (-d PATH)."
+                )
+
+    def ingest(self, key: str, emit: Optional[Callable[[dict[str, Any]], None]]) -> Summary:
+        summary = Summary(self.job.get("total_requests") or 0)
+        details = RequestDetails(requests_path(self.job["id"]))
+        try:
+            for name, results in result_files(key, self.job):
+                if self.db is None:
+                    self._read(results, details, summary, emit)
+                else:
+                    with self.db.atomic():
+                        self._read(results, details, summary, emit)
+        finally:
+            details.close()
+        return summary
+
+    def _read(self, results: Iterator[BatchResult], details: RequestDetails, summary: Summary,
+              emit: Optional[Callable[[dict[str, Any]], None]]) -> None:
+        rows: list[dict[str, Any]] = []
+        for result in results:
+            if result.custom_id is not None:
+                summary.seen.add(result.custom_id)
+            request = details.get(result.custom_id)
+            items = (request or {}).get("items") or []
+            error = result.error or (None if request else f"{result.where}: custom_id {result.custom_id!r} is not "
+                                                           "one of this job's requests")
+            vectors: list[list[float]] = []
+            if error is None:
+                vectors, error = self.vectors(result.body or {}, len(items))
+            if error is not None:
+                names = ", ".join(repr(item[0]) for item in items[:3]) + (", ..." if len(items) > 3 else "")
+                summary.fail(result.custom_id, f"{error}" + (f" (items {names})" if names else ""))
+                if emit:
+                    emit({"custom_id": result.custom_id, "ids": [item[0] for item in items], "error": error})
+                continue
+            for (item_id, content_hash, content, metadata), vector in zip(items, vectors):
+                if emit:
+                    emit({"id": item_id, "embedding": vector})
+                rows.append({
+                    "collection_id": self.collection.id if self.collection else None, "id": item_id,
+                    "embedding": llm.encode(vector), "content": content, "content_blob": None,
+                    "content_hash": bytes.fromhex(content_hash), "metadata": json.dumps(metadata) if metadata else None,
+                    "updated": int(time.time()),
+                })
+            if len(rows) >= CHUNK:
+                self._write(rows, summary)
+                rows = []
+        self._write(rows, summary)
+
+    def vectors(self, body: dict[str, Any], count: int) -> tuple[list[list[float]], Optional[str]]:
+        """The vectors of one answer in input order, or what is wrong with them."""
+        try:
+            data = sorted(enumerate(body["data"]), key=lambda pair: pair[1].get("index", pair[0]))
+            vectors = [row["embedding"] for _, row in data]
+        except (KeyError, TypeError, AttributeError):
+            return [], "the answer holds no embeddings"
+        if len(vectors) != count:
+            return [], f"the answer holds {len(vectors)} embeddings for {count} inputs"
+        expected = self.model.dimensions or (len(vectors[0]) if vectors else 0)
+        if any(not isinstance(vector, list) or len(vector) != expected for vector in vectors):
+            return [], f"the answer holds vectors that are not {expected}-dimension ones ({self.model.model_id})"
+        return vectors, None
+
+    def _write(self, rows: list[dict[str, Any]], summary: Summary) -> None:
+        if self.db is None or not rows:
+            summary.written += len(rows) if self.db is None else 0
+            return
+        placeholders = ",".join("?" * len(rows))
+        stored = {
+            (row[0], bytes(row[1]))
+            for row in self.db.execute(
+                f"select id, content_hash from embeddings where collection_id = ? and id in ({placeholders})",
+                [self.collection.id, *(row["id"] for row in rows)],
+            ).fetchall()
+            if row[1] is not None
+        }
+        fresh = [row for row in rows if (row["id"], row["content_hash"]) not in stored]
+        self.db["embeddings"].insert_all(fresh, replace=True)
+        summary.written += len(fresh)
+        summary.already += len(rows) - len(fresh)
