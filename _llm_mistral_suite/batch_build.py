@@ -145,8 +145,8 @@ def _json_object(value: Any, where: str, what: str) -> dict[str, Any]:
 
 def resolve_attachment(value: Any, model: llm.Model, where: str) -> llm.Attachment:
     """An attachment (a path or URL) checked against the types the model takes."""
+    from llm.cli import AttachmentError
     from llm.cli import resolve_attachment as llm_resolve_attachment
-    from llm.models import AttachmentError
 
     if not isinstance(value, str) or not value.strip():
         raise input_error(where, f"attachment {value!r} is not a path or URL.")
@@ -229,7 +229,7 @@ class ChatRequests:
         if isinstance(custom_id, (dict, list, bool)) or (id_key and custom_id in (None, "")):
             raise input_error(row.where, f"its id ({id_key!r}) is {'empty' if custom_id in (None, '') else 'not text or a number'}.")
         system = value.get(columns.system) or self.system
-        if not isinstance(system, str):
+        if system is not None and not isinstance(system, str):
             raise input_error(row.where, f"its system prompt ({columns.system!r}) is not text.")
         options = {**self.options, **_json_object(value.get(columns.options), row.where, "options")}
         extra = value.get(columns.attachments) or []

@@ -94,7 +94,8 @@ def _rows(input_path: str, fmt: Optional[str], plain_text: bool) -> Iterable[Inp
 
 
 def _submit(key: str, lines: Iterable[RequestLine], kind: str, endpoint: Callable[[], tuple[str, str]],
-            record: dict[str, Any], metadata: dict[str, str], timeout_hours: Optional[int], what: str) -> list[str]:
+            record: dict[str, Any], metadata: dict[str, str], timeout_hours: Optional[int], what: str,
+            why_empty: Callable[[], str]) -> list[str]:
     """Write every line to disk (a bad one stops everything before anything is uploaded), then upload each job's
     files and create the job; prints and remembers each job id."""
     submitted: list[str] = []
@@ -105,7 +106,7 @@ def _submit(key: str, lines: Iterable[RequestLine], kind: str, endpoint: Callabl
                 files.add(line)
             jobs = files.finish()
             if not jobs:
-                raise MistralSuiteError(f"There is nothing to submit: the input holds no {what}.")
+                raise MistralSuiteError(f"There is nothing to submit: {why_empty()}.")
             path, model = endpoint()
             for number, prepared in enumerate(jobs, 1):
                 try:
@@ -209,7 +210,7 @@ def submit_command(input_path, model_name, system, options, schema, schema_multi
               "schema": schema_dict}
     ids = _submit(api_key, requests.lines(_rows(input_path, fmt, plain_text=True)), "chat",
                   lambda: (requests.path or "", requests.api_model or ""), record, _metadata("chat", metadata),
-                  timeout_hours, "prompts")
+                  timeout_hours, "prompts", lambda: "the input holds no prompts")
     for job_id in ids if wait else ():
         _wait(api_key, job_id)
 
@@ -266,7 +267,9 @@ def embed_command(collection, input_path, model_name, database, store, fmt, file
               "input": input_path or ("--sql" if sql else "--files")}
     lines = requests.lines(rows)
     ids = _submit(api_key, lines, "embed", lambda: ("/v1/embeddings", model.api_name), record,
-                  _metadata("embed", metadata), timeout_hours, "items")
+                  _metadata("embed", metadata), timeout_hours, "items",
+                  lambda: f"all {requests.skipped:,} items are in collection {collection!r} already, with the same "
+                          "content" if requests.skipped else "the input holds no items")
     if requests.skipped:
         click.echo(f"{requests.skipped:,} items were skipped: the collection holds them with the same content.", err=True)
     for job_id in ids if wait else ():
@@ -405,7 +408,7 @@ def _report(job: dict[str, Any], summary: Summary, embed: bool, wrote: bool, pat
         click.echo(f"Failed {name}: {message}", err=True)
     problem = ended_error(job)
     if problem:
-        unrun = f"; {summary.missing:,} requests were never run" if summary.missing else ""
+        unrun = f"; {summary.missing:,} {'request was' if summary.missing == 1 else 'requests were'} never run" if summary.missing else ""
         raise MistralSuiteError(f"{problem}{unrun}. The results it has were {'stored' if wrote else 'printed'}.")
     if summary.failed:
         raise MistralSuiteError(f"{len(summary.failed):,} of {job.get('total_requests') or len(summary.seen):,} requests "

@@ -77,8 +77,6 @@ class LogsWriter:
         return found
 
     def write(self, turns: list[LoggedTurn]) -> None:
-        from llm.models import _conversation_name
-
         simple, other = [], []
         for turn in turns:
             inputs, own = turn.response.prompt.messages, turn.response._messages_now()
@@ -88,9 +86,8 @@ class LogsWriter:
                 other.append(turn)
         self._write_simple(simple)
         for turn in other:
-            prompt = turn.response.prompt
-            self.store.ensure_thread(turn.thread_id, name=_conversation_name(prompt.prompt or prompt.system or ""))
-            self.store.log(turn.response, thread_id=turn.thread_id)
+            turn.response.conversation = llm.Conversation(model=turn.response.model, id=turn.thread_id)
+            self.store.log(turn.response)
 
     @staticmethod
     def _is_simple(response: llm.Response, inputs: list[Any], own: list[Any]) -> bool:
