@@ -8,7 +8,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Optional
+from typing import IO, Any, Callable, Iterable, Iterator, Optional
 
 import llm
 
@@ -89,12 +89,43 @@ def batch_ulid(seconds: float, position: int, *parts: str) -> str:
     return str(ULID(int(seconds * 1000).to_bytes(6, "big") + position.to_bytes(4, "big") + digest)).lower()
 
 
-class ChatResults:
+Emit = Optional[Callable[[dict[str, Any]], None]]
+
+
+class JobResults:
+    """Reading a job's result files into a database (``db``; None to only print them), one transaction per file."""
+
+    job: dict[str, Any]
+    db: Any
+
+    def ingest(self, key: str, emit: Emit) -> Summary:
+        """Download the job's output and error files and take in every result."""
+        return self.ingest_files(result_files(key, self.job), emit)
+
+    def ingest_files(self, files: Iterable[tuple[str, Iterator[BatchResult]]], emit: Emit) -> Summary:
+        summary = Summary(self.job.get("total_requests") or 0)
+        details = RequestDetails(requests_path(self.job["id"]))
+        try:
+            for _, results in files:
+                if self.db is None:
+                    self.read(results, details, summary, emit)
+                else:
+                    with self.db.atomic():  # all of the file or none of it
+                        self.read(results, details, summary, emit)
+        finally:
+            details.close()
+        return summary
+
+    def read(self, results: Iterator[BatchResult], details: RequestDetails, summary: Summary, emit: Emit) -> None:
+        raise NotImplementedError
+
+
+class ChatResults(JobResults):
     """Answers of a chat (or fill-in-the-middle) job turned into llm responses, decoded by the same
     ``ReplyDecoder`` as a live reply, and logged."""
 
     def __init__(self, job: dict[str, Any], record: dict[str, Any], db: Any) -> None:
-        self.job, self.record = job, record
+        self.job, self.record, self.db = job, record, db
         self.model = llm.get_model(record["model"])
         self.writer = LogsWriter(db) if db is not None else None
         self.options: dict[str, llm.Options] = {}
@@ -122,22 +153,7 @@ class ChatResults:
         response.id = batch_ulid(created, position, self.job["id"], custom_id, "turn")
         return LoggedTurn(response, response.id, batch_ulid(created, position, self.job["id"], custom_id, "thread"))
 
-    def ingest(self, key: str, emit: Optional[Callable[[dict[str, Any]], None]]) -> Summary:
-        summary = Summary(self.job.get("total_requests") or 0)
-        details = RequestDetails(requests_path(self.job["id"]))
-        try:
-            for name, results in result_files(key, self.job):
-                if self.writer is None:
-                    self._read(results, details, summary, emit)
-                else:
-                    with self.writer.db.atomic():  # one transaction per file: all of it or none of it
-                        self._read(results, details, summary, emit)
-        finally:
-            details.close()
-        return summary
-
-    def _read(self, results: Iterator[BatchResult], details: RequestDetails, summary: Summary,
-              emit: Optional[Callable[[dict[str, Any]], None]]) -> None:
+    def read(self, results: Iterator[BatchResult], details: RequestDetails, summary: Summary, emit: Emit) -> None:
         chunk: list[LoggedTurn] = []
         for result in results:
             if result.custom_id is not None:
@@ -173,7 +189,7 @@ class ChatResults:
         summary.already += len(chunk) - len(fresh)
 
 
-class EmbeddingResults:
+class EmbeddingResults(JobResults):
     """Vectors of an embedding job stored in the collection, exactly as ``llm embed-multi`` stores them (content
     hash, metadata, the content itself with --store); vectors already stored with the same content are left be."""
 
@@ -192,22 +208,7 @@ class EmbeddingResults:
                     f"{self.model.model_id} ones. Store them in another database (-d PATH)."
                 )
 
-    def ingest(self, key: str, emit: Optional[Callable[[dict[str, Any]], None]]) -> Summary:
-        summary = Summary(self.job.get("total_requests") or 0)
-        details = RequestDetails(requests_path(self.job["id"]))
-        try:
-            for name, results in result_files(key, self.job):
-                if self.db is None:
-                    self._read(results, details, summary, emit)
-                else:
-                    with self.db.atomic():
-                        self._read(results, details, summary, emit)
-        finally:
-            details.close()
-        return summary
-
-    def _read(self, results: Iterator[BatchResult], details: RequestDetails, summary: Summary,
-              emit: Optional[Callable[[dict[str, Any]], None]]) -> None:
+    def read(self, results: Iterator[BatchResult], details: RequestDetails, summary: Summary, emit: Emit) -> None:
         rows: list[dict[str, Any]] = []
         for result in results:
             if result.custom_id is not None:
