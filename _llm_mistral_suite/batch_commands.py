@@ -410,6 +410,10 @@ def _report(job: dict[str, Any], summary: Summary, embed: bool, wrote: bool, pat
     if problem:
         unrun = f"; {summary.missing:,} {'request was' if summary.missing == 1 else 'requests were'} never run" if summary.missing else ""
         raise MistralSuiteError(f"{problem}{unrun}. The results it has were {'stored' if wrote else 'printed'}.")
+    if summary.missing:
+        raise MistralSuiteError(f"{summary.missing:,} of {job.get('total_requests'):,} requests of batch job {job['id']} "
+                                "have no result in its output or error file; the results it has were "
+                                f"{'stored' if wrote else 'printed'}.")
     if summary.failed:
         raise MistralSuiteError(f"{len(summary.failed):,} of {job.get('total_requests') or len(summary.seen):,} requests "
                                 f"of batch job {job['id']} failed (listed above); the other results were "

@@ -92,6 +92,14 @@ def batch_ulid(seconds: float, position: int, *parts: str) -> str:
 Emit = Optional[Callable[[dict[str, Any]], None]]
 
 
+def known_model(lookup: Callable[[str], Any], model_id: str) -> Any:
+    try:
+        return lookup(model_id)
+    except llm.UnknownModelError:
+        raise MistralSuiteError(f"The job was submitted for {model_id}, which llm no longer knows; its results need "
+                                "that model (is a plugin or a `llm mistral refresh` model missing?).") from None
+
+
 class JobResults:
     """Reading a job's result files into a database (``db``; None to only print them), one transaction per file."""
 
@@ -126,7 +134,7 @@ class ChatResults(JobResults):
 
     def __init__(self, job: dict[str, Any], record: dict[str, Any], db: Any) -> None:
         self.job, self.record, self.db = job, record, db
-        self.model = llm.get_model(record["model"])
+        self.model = known_model(llm.get_model, record["model"])
         self.writer = LogsWriter(db) if db is not None else None
         self.options: dict[str, llm.Options] = {}
         self.schema = record.get("schema")
@@ -197,7 +205,7 @@ class EmbeddingResults(JobResults):
         from llm import Collection
 
         self.job, self.record, self.db = job, record, db
-        self.model = llm.get_embedding_model(record["model"])
+        self.model = known_model(llm.get_embedding_model, record["model"])
         self.collection = None
         if db is not None:
             self.collection = Collection(record["collection"], db, model_id=self.model.model_id)

@@ -227,8 +227,29 @@ def test_user_errors_are_one_clear_line(fake, cli, tmp_path, args, needles):
     assert fake.upload_count == 0
 
 
+def test_a_bad_key_is_one_error_and_leaves_nothing_behind(fake, cli, tmp_path, user_dir):
+    (tmp_path / "p.txt").write_text("hello\n")
+    result = cli("mistral", "batch", "submit", str(tmp_path / "p.txt"), "-m", "mistral-small", LLM_MISTRAL_KEY="bad-key")
+    assert_cli_error(result, "llm keys set mistral")
+    assert fake.uploads == [] and list(user_dir.rglob("*.jsonl")) == []
+    assert not (user_dir / "mistral-suite-batches.json").exists()
+
+
+def test_a_result_missing_from_the_files_is_an_error(fake, cli, tmp_path):
+    job_id = submit(cli, jsonl(tmp_path / "t.jsonl", PROMPTS), "-m", "mistral-small", "--wait")
+    output = fake.files[fake.batch_jobs[job_id].output_file]
+    output.data = b"".join(output.data.splitlines(keepends=True)[:2])  # the service lost one
+    result = cli("mistral", "batch", "results", job_id)
+    assert_cli_error(result, "1 of 3 requests", "have no result in its output or error file")
+    assert "Logged 2 responses" in result.stdout
+
+
 def test_results_of_a_job_not_submitted_from_here(fake, cli, tmp_path, user_dir):
     job_id = submit(cli, jsonl(tmp_path / "t.jsonl", PROMPTS[:1]), "-m", "mistral-small", "--wait")
+    jobs = json.loads((user_dir / "mistral-suite-batches.json").read_text())
+    jobs[job_id]["model"] = "mistral/gone-model"
+    (user_dir / "mistral-suite-batches.json").write_text(json.dumps(jobs))
+    assert_cli_error(cli("mistral", "batch", "results", job_id), "submitted for mistral/gone-model, which llm no longer knows")
     (user_dir / "mistral-suite-batches.json").write_text("{}")
     assert_cli_error(cli("mistral", "batch", "results", job_id), "was not submitted from here")
     assert_cli_error(cli("mistral", "batch", "results", "0a0a0a0a-0000-4000-8000-000000000000"), "has no batch job")
