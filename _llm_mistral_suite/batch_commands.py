@@ -160,6 +160,13 @@ def _wait(key: str, job_id: str) -> dict[str, Any]:
     return job
 
 
+def _wait_all(key: str, job_ids: list[str]) -> None:
+    """Wait for each job; one that did not succeed is an error (its results stay available to `results`)."""
+    problems = [problem for problem in (ended_error(_wait(key, job_id)) for job_id in job_ids) if problem]
+    if problems:
+        raise MistralSuiteError("; ".join(problems) + ". `llm mistral batch results ID` takes in what it finished.")
+
+
 @batch_group.command(name="submit")
 @click.argument("input_path", metavar="INPUT")
 @click.option("-m", "--model", "model_name", help="A Mistral API chat model (default: llm's default model)")
@@ -211,8 +218,8 @@ def submit_command(input_path, model_name, system, options, schema, schema_multi
     ids = _submit(api_key, requests.lines(_rows(input_path, fmt, plain_text=True)), "chat",
                   lambda: (requests.path or "", requests.api_model or ""), record, _metadata("chat", metadata),
                   timeout_hours, "prompts", lambda: "the input holds no prompts")
-    for job_id in ids if wait else ():
-        _wait(api_key, job_id)
+    if wait:
+        _wait_all(api_key, ids)
 
 
 @batch_group.command(name="embed")
@@ -272,8 +279,8 @@ def embed_command(collection, input_path, model_name, database, store, fmt, file
                           "content" if requests.skipped else "the input holds no items")
     if requests.skipped:
         click.echo(f"{requests.skipped:,} items were skipped: the collection holds them with the same content.", err=True)
-    for job_id in ids if wait else ():
-        _wait(api_key, job_id)
+    if wait:
+        _wait_all(api_key, ids)
 
 
 def _when(seconds: Any) -> str:
@@ -344,9 +351,7 @@ def status_command(job_id, as_json, key):
 @click.option("--key", help="Mistral API key to use")
 def wait_command(job_id, key):
     """Wait for a batch job to end, with a progress bar; Ctrl-C stops waiting, never the job."""
-    job = _wait(mistral_key(key), resolve_job_id(job_id))
-    if ended_error(job):
-        raise MistralSuiteError(f"{ended_error(job)}.")
+    _wait_all(mistral_key(key), [resolve_job_id(job_id)])
 
 
 @batch_group.command(name="cancel")

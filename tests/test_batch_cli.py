@@ -178,7 +178,10 @@ def test_a_job_that_failed_or_timed_out_is_one_error_and_its_results_are_kept(fa
     fake.batch_polls = 3
     fake.batch_final_status = status
     job_id = submit(cli, jsonl(tmp_path / "t.jsonl", PROMPTS), "-m", "mistral-small")
-    assert_cli_error(cli("mistral", "batch", "wait", job_id), *needles[:1])
+    assert_cli_error(cli("mistral", "batch", "wait", job_id), *needles[:1], "batch results ID` takes in what it finished")
+    waited = cli("mistral", "batch", "submit", jsonl(tmp_path / "u.jsonl", PROMPTS), "-m", "mistral-small", "--wait")
+    assert_cli_error(waited, *needles[:1])
+    assert len(waited.stdout.split()) == 1  # the job id was printed all the same
     result = cli("mistral", "batch", "results", job_id)
     assert_cli_error(result, *needles, "The results it has were stored")
     if status == "TIMEOUT_EXCEEDED":  # timed out on the 3rd poll: 2 of 3 requests had run
