@@ -79,14 +79,16 @@ def result_files(key: str, job: dict[str, Any]) -> Iterator[tuple[str, Iterator[
             yield name, read_results(downloaded, name)
 
 
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"  # ULIDs' base 32, lower case as llm writes its ids
+
+
 def batch_ulid(seconds: float, position: int, *parts: str) -> str:
     """A ULID (as llm's ids are) for the time of the answer whose random part is the request's position in the
     job and a hash of ``parts``: the same result always gets the same id, so logging it again adds nothing, and
     answers of the same second list in the input's order."""
-    from ulid import ULID
-
     digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=6).digest()
-    return str(ULID(int(seconds * 1000).to_bytes(6, "big") + position.to_bytes(4, "big") + digest)).lower()
+    number = int.from_bytes(int(seconds * 1000).to_bytes(6, "big") + position.to_bytes(4, "big") + digest, "big")
+    return "".join(_CROCKFORD[(number >> shift) & 31] for shift in range(125, -1, -5))
 
 
 Emit = Optional[Callable[[dict[str, Any]], None]]
@@ -139,6 +141,14 @@ class ChatResults(JobResults):
         self.options: dict[str, llm.Options] = {}
         self.schema = record.get("schema")
 
+    def ids(self, custom_id: str, details: dict[str, Any], body: dict[str, Any]) -> tuple[float, str, str]:
+        """When the answer was made, and the ids of its turn and its thread."""
+        created = body.get("created") if isinstance(body.get("created"), (int, float)) else None
+        created = created or self.job.get("completed_at") or self.job.get("created_at") or 0
+        position = details.get("position", 0)
+        return (created, batch_ulid(created, position, self.job["id"], custom_id, "turn"),
+                batch_ulid(created, position, self.job["id"], custom_id, "thread"))
+
     def turn(self, custom_id: str, details: dict[str, Any], body: dict[str, Any]) -> LoggedTurn:
         options_key = json.dumps(details["options"], sort_keys=True)
         if options_key not in self.options:
@@ -153,48 +163,53 @@ class ChatResults(JobResults):
         for event in decoder.finish(response, self.record["api_model"]):
             response._process_chunk(event)
         response.response_json = {**(response.response_json or {}), "batch_job": self.job["id"], "custom_id": custom_id}
-        created = body.get("created") if isinstance(body.get("created"), (int, float)) else None
-        created = created or self.job.get("completed_at") or time.time()
+        created, response.id, thread_id = self.ids(custom_id, details, body)
         response._start_utcnow = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
         response._done = True
-        position = details.get("position", 0)
-        response.id = batch_ulid(created, position, self.job["id"], custom_id, "turn")
-        return LoggedTurn(response, response.id, batch_ulid(created, position, self.job["id"], custom_id, "thread"))
+        return LoggedTurn(response, response.id, thread_id)
 
     def read(self, results: Iterator[BatchResult], details: RequestDetails, summary: Summary, emit: Emit) -> None:
-        chunk: list[LoggedTurn] = []
+        chunk: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         for result in results:
             if result.custom_id is not None:
                 summary.seen.add(result.custom_id)
             request = details.get(result.custom_id)
-            error = result.error or (None if request else f"{result.where}: custom_id {result.custom_id!r} is not "
-                                                           "one of this job's requests")
-            if error is None:
-                try:
-                    chunk.append(self.turn(result.custom_id or "", request or {}, result.body or {}))
-                except MistralSuiteError as failure:
-                    error = failure.message
-            if error is not None:
+            if result.error or not request:
+                error = result.error or f"{result.where}: custom_id {result.custom_id!r} is not one of this job's requests"
                 summary.fail(result.custom_id, error)
                 if emit:
                     emit({"custom_id": result.custom_id, "error": error})
                 continue
-            if emit:
-                emit({"custom_id": result.custom_id, "text": chunk[-1].response.text()})
+            chunk.append((result.custom_id or "", request, result.body or {}))
             if len(chunk) >= CHUNK:
-                self._write(chunk, summary)
+                self.take(chunk, summary, emit)
                 chunk = []
-        self._write(chunk, summary)
+        self.take(chunk, summary, emit)
 
-    def _write(self, chunk: list[LoggedTurn], summary: Summary) -> None:
-        if self.writer is None or not chunk:
-            summary.written += len(chunk) if self.writer is None else 0
-            return
-        logged = self.writer.existing_turns([turn.turn_id for turn in chunk])
-        fresh = [turn for turn in chunk if turn.turn_id not in logged]
-        self.writer.write(fresh)
+    def take(self, chunk: list[tuple[str, dict[str, Any], dict[str, Any]]], summary: Summary, emit: Emit) -> None:
+        """Log the answers of ``chunk`` not logged yet (answers already logged are not even built, unless printed)."""
+        logged = self.writer.existing_turns([self.ids(*item)[1] for item in chunk]) if self.writer else set()
+        fresh: list[LoggedTurn] = []
+        for custom_id, request, body in chunk:
+            if self.ids(custom_id, request, body)[1] in logged and not emit:
+                summary.already += 1
+                continue
+            try:
+                turn = self.turn(custom_id, request, body)
+            except MistralSuiteError as failure:
+                summary.fail(custom_id, failure.message)
+                if emit:
+                    emit({"custom_id": custom_id, "error": failure.message})
+                continue
+            if emit:
+                emit({"custom_id": custom_id, "text": turn.response.text()})
+            if turn.turn_id in logged:
+                summary.already += 1
+            else:
+                fresh.append(turn)
+        if self.writer:
+            self.writer.write(fresh)
         summary.written += len(fresh)
-        summary.already += len(chunk) - len(fresh)
 
 
 class EmbeddingResults(JobResults):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import llm
 
@@ -19,14 +19,17 @@ class LoggedTurn(NamedTuple):
     thread_id: str
 
 
-def _strings_and_containers(value: Any) -> Iterator[Any]:
-    yield value
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _strings_and_containers(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings_and_containers(item)
+def _nodes(value: Any) -> list[Any]:
+    """``value`` and every value nested in it."""
+    found, pending = [], [value]
+    while pending:
+        node = pending.pop()
+        found.append(node)
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
 
 
 def _text(messages: list[Any], role: str) -> str:
@@ -184,7 +187,7 @@ class LogsWriter:
             return None
         prompt = response.prompt
         model_replacements = getattr(response.model, "json_replacements", None)
-        nodes = list(_strings_and_containers(payload))
+        nodes = _nodes(payload)
         texts = [node for node in nodes if isinstance(node, str)]
         metadata = any(message.provider_metadata or any(part.provider_metadata for part in message.parts)
                        for message in own)
