@@ -27,6 +27,7 @@ from .batch import (
     submit_files,
     wait_for_job,
 )
+from . import batch_build
 from .batch_build import (
     ChatRequests,
     EmbedRequests,
@@ -121,7 +122,8 @@ def _submit(key: str, lines: Iterable[RequestLine], kind: str, endpoint: Callabl
                                          "requests": prepared.requests, "items": prepared.items, "created": now_iso()})
                 submitted.append(job["id"])
                 click.echo(job["id"])
-                part = f" (part {number} of {len(jobs)}: a job takes at most 100,000 requests)" if len(jobs) > 1 else ""
+                part = (f" (part {number} of {len(jobs)}: a job takes at most {batch_build.MAX_REQUESTS_PER_JOB:,} "
+                        "requests)" if len(jobs) > 1 else "")
                 count = f"{prepared.items:,} {what}" + (f" in {prepared.requests:,} requests" if kind == "embed" else "")
                 click.echo(f"Submitted {count} to {model} as batch job {job['id']}{part}.", err=True)
         finally:

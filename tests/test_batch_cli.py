@@ -14,11 +14,10 @@ import subprocess
 import sys
 import time
 
-import llm
 import pytest
 
 import _llm_mistral_suite.batch_build as batch_build
-from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, bodies, isolated_env, ONLY_THIS_PLUGIN
+from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, bodies
 from inprocess import invoke_llm
 
 PROMPTS = [
@@ -272,7 +271,7 @@ def test_inputs_past_the_limits_become_several_files_and_jobs(fake, cli, tmp_pat
     (tmp_path / "p.txt").write_text("".join(f"Prompt number {n}\n" for n in range(1, 8)))
     result = cli("mistral", "batch", "submit", str(tmp_path / "p.txt"), "-m", "mistral-small", "--wait")
     ids = assert_cli_ok(result).splitlines()
-    assert len(ids) == 3 and "part 2 of 3: a job takes at most 100,000 requests" in result.stderr
+    assert len(ids) == 3 and "part 2 of 3: a job takes at most 3 requests" in result.stderr
     assert [len(fake.batch_jobs[i].input_files) for i in ids] == [3, 3, 1]  # a file of 200 bytes takes 1 request
     assert all(len(upload.data) <= 200 for upload in fake.uploads)
     for job_id in ids:
