@@ -78,6 +78,8 @@ def test_prompts_submitted_waited_for_and_logged_like_any_prompt(fake, cli, tmp_
     waited = cli("mistral", "batch", "wait", job_id[:8])
     assert_cli_ok(waited)
     assert f"Batch job {job_id} ended: SUCCESS, 3 of 3 requests done (3 succeeded, 0 failed)." in waited.stderr
+    output = fake.files[fake.batch_jobs[job_id].output_file]
+    output.data = b"".join(output.data.splitlines(keepends=True)[::-1])  # results come in any order
 
     out = assert_cli_ok(cli("mistral", "batch", "results", job_id))
     assert out == f"Logged 3 responses of batch job {job_id} in {user_dir / 'logs.db'}.\n"
@@ -95,10 +97,11 @@ def test_prompts_submitted_waited_for_and_logged_like_any_prompt(fake, cli, tmp_
     assert len(logs(cli)) == 3
     printed = cli("mistral", "batch", "results", job_id, "--json", "-n")
     assert [json.loads(line) for line in assert_cli_ok(printed).splitlines()] == [
-        {"custom_id": "t1", "text": "echo: My order never arrived"},
-        {"custom_id": "t2", "text": "echo: How do I reset my password?"},
         {"custom_id": "t3", "text": "echo: Great service!"},
+        {"custom_id": "t2", "text": "echo: How do I reset my password?"},
+        {"custom_id": "t1", "text": "echo: My order never arrived"},
     ]
+    assert [entry["prompt"] for entry in logs(cli)] == [row["prompt"] for row in PROMPTS]  # listed in input order
 
 
 def test_a_batch_answer_is_logged_as_the_live_answer_is(fake, cli, tmp_path):
