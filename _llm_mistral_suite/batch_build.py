@@ -233,6 +233,11 @@ class ChatRequests:
             raise input_error(row.where, f"its system prompt ({columns.system!r}) is not text.")
         options = {**self.options, **_json_object(value.get(columns.options), row.where, "options")}
         extra = value.get(columns.attachments) or []
+        if isinstance(extra, str) and extra.startswith("["):  # a JSON list in a CSV cell
+            try:
+                extra = json.loads(extra)
+            except ValueError:
+                raise input_error(row.where, f"its attachments are not a JSON list: {extra[:100]!r}") from None
         extra = [extra] if isinstance(extra, str) else extra
         if not isinstance(extra, list):
             raise input_error(row.where, f"its attachments ({columns.attachments!r}) are not a path, a URL or a list of them.")

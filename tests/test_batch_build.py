@@ -75,8 +75,10 @@ def test_attachments_go_on_the_wire_as_they_do_live(fake, cli_env, tmp_path):
     attachment = batch_build.resolve_attachment(str(image), batch_chat_model("mistral-medium"), "-a")
     [line], _ = chat_lines([row("Describe")], model="mistral-medium", attachments=[attachment])
     assert line.body == live and line.details["attachments"] == [{"type": "image/png", "path": str(image), "url": None}]
-    per_row, _ = chat_lines([row({"prompt": "Describe", "attachments": [str(image)]})], model="mistral-medium")
-    assert per_row[0].body == live
+    per_row, _ = chat_lines([row({"prompt": "Describe", "attachments": [str(image)]}),
+                             row({"prompt": "Describe", "attachments": json.dumps([str(image)])}, 2)],  # a CSV cell
+                            model="mistral-medium")
+    assert per_row[0].body == per_row[1].body == live
     assert "cannot take image/png" in error(lambda: chat_lines([row({"prompt": "x", "attachments": str(image)})]
                                                                , model="codestral"))
 
