@@ -186,7 +186,8 @@ def _wait_all(key: str, job_ids: list[str]) -> None:
 @job_options
 def submit_command(input_path, model_name, system, options, schema, schema_multi, attachments, fmt, id_column,
                    prompt_column, system_column, options_column, attachments_column, metadata, timeout_hours, wait, key):
-    """Send the prompts in INPUT (a file, or - for standard input) as one batch job; prints the job id.
+    """Send the prompts in INPUT (a file, or - for standard input) as a batch job; prints the job id (one a line
+    when more than 100,000 prompts make several jobs).
 
     INPUT is plain text with one prompt per line (ids are line numbers), or JSONL, JSON, CSV or TSV rows with an
     `id` and a `prompt` (or `content`), and optionally a `system` prompt, `options` and `attachments`. Each
