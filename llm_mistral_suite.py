@@ -6,7 +6,8 @@ raise: a part that cannot load is reported in one line on stderr, and the other 
 
 The package, in the order data flows (each file opens with a line saying what it is for):
 settings, errors, storage -> catalog -> retry, transport -> wire -> replies -> options -> chat, embeddings, fim,
-servers -> commands; and ``local/`` (gguf -> registry -> template -> runtime -> models, download -> commands).
+servers -> files, batch, batch_input, logs_writer -> batch_build, batch_results -> commands, batch_commands; and
+``local/`` (gguf -> registry -> template -> runtime -> models, download -> commands).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("_llm_mistral_suite.audio_commands", "transcribe_command"),
     "speak": ("_llm_mistral_suite.audio_commands", "speak_command"),
     "voices": ("_llm_mistral_suite.audio_commands", "voices_command"),
+    "batch": ("_llm_mistral_suite.batch_commands", "batch_group"),
 }
 
 # `-f PREFIX:ARGUMENT` -> (the function of `_llm_mistral_suite.fragments` that loads it, imported on use; what it does)
