@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llm
 
 from .catalog import (
     AUDIO_TYPES,
+    DOCUMENT_TYPES,
     IMAGE_TYPES,
     RETIRED,
     CatalogEntry,
@@ -16,9 +17,12 @@ from .catalog import (
 )
 from .errors import MistralSuiteError
 from .options import PASS_THROUGH_OPTIONS, PROMPT_CACHE_OFF, OptionsFor
-from .replies import AsyncReplyModel, ReplyModel, ReplyRequest
+from .replies import AsyncReplyModel, ReplyModel, ReplyRequest, arun_reply, run_reply
 from .settings import mistral_endpoint, mistral_key
 from .wire import chat_messages, json_schema_format, tool_definitions
+
+if TYPE_CHECKING:
+    from .documents import DocumentUploads
 
 
 class _MistralChatBase:
@@ -37,7 +41,7 @@ class _MistralChatBase:
         self.supports_tools = "tools" in entry.capabilities
         self.attachment_types = (IMAGE_TYPES if "vision" in entry.capabilities else frozenset()) | (
             AUDIO_TYPES if "audio" in entry.capabilities else frozenset()
-        )
+        ) | (DOCUMENT_TYPES if "documents" in entry.capabilities else frozenset())
 
     def get_key(self, explicit_key: str | None = None) -> str:
         # llm asks for the key before execute(): say "retired" before "no key" for a retired model.
@@ -45,10 +49,13 @@ class _MistralChatBase:
             raise MistralSuiteError(retired_message(self.entry))
         return mistral_key(explicit_key)
 
-    def request_body(self, prompt: llm.Prompt, stream: bool, conversation_id: str | None = None) -> dict[str, Any]:
+    def request_body(
+        self, prompt: llm.Prompt, stream: bool, uploads: "DocumentUploads | None" = None,
+        conversation_id: str | None = None,
+    ) -> dict[str, Any]:
         """The request for ``prompt``; ``conversation_id`` is the default ``prompt_cache_key``."""
         entry, options = self.entry, prompt.options
-        messages = chat_messages(prompt, thinking=True)
+        messages = chat_messages(prompt, thinking=True, replaced=uploads.replaced if uploads else None)
         if options.prefix is not None:
             messages.append({"role": "assistant", "content": options.prefix, "prefix": True})
         body: dict[str, Any] = {"model": entry.api_name, "messages": messages}
@@ -72,8 +79,11 @@ class _MistralChatBase:
             body["prompt_cache_key"] = cache_key
         return body
 
-    def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any = None) -> ReplyRequest:
-        body = self.request_body(prompt, stream, getattr(conversation, "id", None))
+    def reply_request(
+        self, prompt: llm.Prompt, stream: bool, key: str | None, uploads: "DocumentUploads | None" = None,
+        conversation: Any = None,
+    ) -> ReplyRequest:
+        body = self.request_body(prompt, stream, uploads, getattr(conversation, "id", None))
         return ReplyRequest(
             mistral_endpoint(), "/chat/completions", key, body, self.entry.api_name,
             explain=lambda error: missing_model_error(self.entry, error),
@@ -94,6 +104,28 @@ def tool_choice(choice: str, tools: list[dict[str, Any]]) -> Any:
 class MistralChat(_MistralChatBase, ReplyModel, llm.KeyModel):
     """A chat model of Mistral's API."""
 
+    def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
+        from .documents import delete_uploads, upload_large_documents
+
+        uploads = upload_large_documents(prompt, key)  # PDFs too large to send inline, for this request only
+        try:
+            yield from run_reply(self.reply_request(prompt, stream, key, uploads, conversation), stream, response)
+        finally:
+            delete_uploads(key, uploads)
+
 
 class AsyncMistralChat(_MistralChatBase, AsyncReplyModel, llm.AsyncKeyModel):
     """Async twin of ``MistralChat``."""
+
+    async def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        from .documents import delete_uploads, upload_large_documents
+
+        uploads = await asyncio.to_thread(upload_large_documents, prompt, key)
+        try:
+            request = self.reply_request(prompt, stream, key, uploads, conversation)
+            async for event in arun_reply(request, stream, response):
+                yield event
+        finally:
+            await asyncio.to_thread(delete_uploads, key, uploads)

@@ -10,7 +10,7 @@ import sys
 import click
 import llm
 
-from .catalog import GA, catalog_cache_path, load_catalog
+from .catalog import GA, RETIRED, catalog_cache_path, load_catalog
 from .errors import MistralSuiteError
 from .local.models import LocalChat
 from .servers import LLAMAFILE, load_servers, saved_servers, servers_path
@@ -22,8 +22,11 @@ from .transport import request_json
 @click.command(name="models")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
 def models_command(as_json: bool) -> None:
-    """List the Mistral API models llm knows (built in, plus `llm mistral refresh`)."""
+    """List the Mistral API models llm knows (built in, plus `llm mistral refresh`).
+
+    For a retired model: the local or server model that runs it here, or the command that gets one."""
     entries = load_catalog()
+    runners = retired_model_runners()
     rows = [
         {
             "id": entry.model_id,
@@ -33,13 +36,15 @@ def models_command(as_json: bool) -> None:
             "replacement": entry.replacement,
             "context": entry.context,
             "capabilities": sorted(entry.capabilities),
+            **({"runs_here": runners.get(entry.local_route or "", []), "local_route": entry.local_route}
+               if entry.status == RETIRED else {}),
         }
         for entry in entries
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    header = ("id", "aliases", "status", "context", "capabilities")
+    header = ("id", "aliases", "status", "context", "capabilities", "runs here")
     table = [
         (
             row["id"],
@@ -48,12 +53,26 @@ def models_command(as_json: bool) -> None:
             + (f" -> {row['replacement']}" if row["replacement"] and row["status"] != GA else ""),
             f"{row['context'] // 1024}k" if row["context"] else "",
             " ".join(row["capabilities"]),
+            ", ".join(row["runs_here"]) if row.get("runs_here") else
+            f"llm mistral local download {row['local_route']}" if row.get("local_route") else "",
         )
         for row in rows
     ]
     widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header))]
     for line in [header, *table]:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def retired_model_runners() -> dict[str, list[str]]:
+    """Local download name -> the local and server models registered here that run it."""
+    from .local.download import local_runners, matching_downloads
+
+    runners = local_runners()
+    for server in load_servers():
+        if not server.embedding:
+            for key in matching_downloads(server.model or server.name):
+                runners.setdefault(key, []).append(server.name)
+    return runners
 
 
 @click.command(name="refresh")

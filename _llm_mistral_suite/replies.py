@@ -78,7 +78,7 @@ class ReplyModel:
     reply_request: Callable[[llm.Prompt, bool, Optional[str], Any], ReplyRequest]
 
     def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
-        yield from run_reply(self.reply_request(prompt, stream, key, conversation), stream, response)
+        yield from run_reply(self.reply_request(prompt, stream, key, conversation=conversation), stream, response)
 
 
 class AsyncReplyModel:
@@ -87,7 +87,7 @@ class AsyncReplyModel:
     reply_request: Callable[[llm.Prompt, bool, Optional[str], Any], ReplyRequest]
 
     async def areply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any) -> ReplyRequest:
-        return self.reply_request(prompt, stream, key, conversation)
+        return self.reply_request(prompt, stream, key, conversation=conversation)
 
     async def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
         request = await self.areply_request(prompt, stream, key, conversation)

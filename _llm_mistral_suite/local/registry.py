@@ -18,12 +18,13 @@ LOCAL_REGISTRY_FILE = "mistral-suite-local.json"
 class LocalModelInfo:
     """One registered GGUF file."""
 
-    __slots__ = ("name", "path", "aliases", "embedding", "source")
+    __slots__ = ("name", "path", "aliases", "embedding", "source", "mmproj")
 
     def __init__(self, name: str, path: str, aliases: Iterable[str] = (), embedding: bool = False,
-                 source: str = "suite") -> None:
+                 source: str = "suite", mmproj: str | None = None) -> None:
         self.name, self.path, self.aliases = name, path, tuple(aliases)
         self.embedding, self.source = embedding, source
+        self.mmproj = mmproj  # the multimodal projector GGUF that gives the model images
 
     @property
     def model_id(self) -> str:
@@ -59,7 +60,8 @@ def local_models() -> list[LocalModelInfo]:
     result = [
         LocalModelInfo(name, str(entry["path"]),
                        [a for a in entry.get("aliases") or () if isinstance(a, str)],
-                       bool(entry.get("embedding")))
+                       bool(entry.get("embedding")),
+                       mmproj=entry["mmproj"] if isinstance(entry.get("mmproj"), str) else None)
         for name, entry in suite.items()
     ]
     for name, entry in read_json_object(llama_cpp_models_path()).items():
