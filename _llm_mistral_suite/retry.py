@@ -44,7 +44,7 @@ def http_error(endpoint: Endpoint, status: int, body: bytes, attempts: int, key:
     detail = service_message(body.replace(key.encode(), b"[key]") if key else body)  # before truncating
     suffix = f": {detail}" if detail else ""
     if status == 401:
-        message = f"{endpoint.label} rejected the API key (401 Unauthorized{suffix}). {endpoint.key_hint}".strip()
+        message = f"{endpoint.label} rejected the API key (401 Unauthorized){suffix}. {endpoint.key_hint}".strip()
     elif status == 403:
         message = f"{endpoint.label} refused the request (403 Forbidden){suffix}. Your plan may not include this."
     elif status == 404:

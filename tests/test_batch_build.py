@@ -61,6 +61,7 @@ def test_a_batch_line_is_the_live_request_body(fake, cli_env, args, line_kwargs)
     assert_cli_ok(invoke_llm(*args[:-1], "--no-stream", args[-1], env=cli_env))
     [live] = bodies(fake)
     [line], requests = chat_lines([row(args[-1])], **line_kwargs)
+    assert live.pop("prompt_cache_key")  # a live prompt's cache key is its conversation's id; a batch line has none
     assert line.body == live
     assert validate_request(line.body) in (True, False)
     assert "stream" not in line.body and requests.path == "/v1/chat/completions"
@@ -72,6 +73,7 @@ def test_attachments_go_on_the_wire_as_they_do_live(fake, cli_env, tmp_path):
     image.write_bytes(PNG)
     assert_cli_ok(invoke_llm("-m", "mistral-medium", "--no-stream", "-a", str(image), "Describe", env=cli_env))
     [live] = bodies(fake)
+    assert live.pop("prompt_cache_key")  # the live conversation's id
     attachment = batch_build.resolve_attachment(str(image), batch_chat_model("mistral-medium"), "-a")
     [line], _ = chat_lines([row("Describe")], model="mistral-medium", attachments=[attachment])
     assert line.body == live and line.details["attachments"] == [{"type": "image/png", "path": str(image), "url": None}]
@@ -124,13 +126,18 @@ def test_rows_give_ids_prompts_systems_and_options():
     ([row({"prompt": "x", "options": {"temperature": 9}}, 6)],
      "Line 6: bad option: temperature: Input should be less than or equal to 1.5"),
     ([row({"prompt": "x", "options": "not json"}, 2)], "Line 2: its options are not a JSON object: 'not json'"),
-    ([row({"prompt": "x", "options": {"reasoning_effort": "high"}}, 3)],
-     "Line 3: reasoning_effort works only with reasoning models (such as magistral-medium); "
-     "mistral-small-latest is not one."),
     ([row({"prompt": "x", "attachments": ["/no/such/file.png"]}, 2)], "Line 2: File /no/such/file.png does not exist"),
 ])
 def test_bad_rows_are_reported_by_line(rows, message):
     assert error(lambda: chat_lines(rows)) == message
+
+
+def test_reasoning_effort_on_a_model_that_does_not_reason_is_reported_by_line():
+    rows = [row({"prompt": "x", "options": {"reasoning_effort": "high"}}, 3)]
+    assert error(lambda: chat_lines(rows, model="mistral-large")).startswith(
+        "Line 3: bad option: reasoning_effort: works only with reasoning models")
+    [line], _ = chat_lines(rows, model="mistral-small")  # Small 4 reasons when asked
+    assert line.body["reasoning_effort"] == "high"
 
 
 def test_only_mistral_api_chat_models_run_batches():
