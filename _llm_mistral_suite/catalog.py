@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import llm
 
 from .errors import MistralSuiteError
-from .storage import read_json_object
+from .storage import (
+    entry_problem,
+    optional_count,
+    optional_flag,
+    optional_text,
+    read_json_object,
+    required_text,
+    skip_entry,
+    warn_once,
+)
 
 GA, DEPRECATED, RETIRED = "ga", "deprecated", "retired"
 
@@ -113,15 +122,38 @@ def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> Catal
     )
 
 
+def _known_flags(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and all(
+        isinstance(value.get(flag), (bool, type(None))) for flag in CAPABILITY_FLAGS))
+
+
+CARD_FIELDS = {  # the fields of a cached card that we read, and what each must be
+    "id": required_text,
+    "max_context_length": optional_count,
+    "capabilities": _known_flags,
+    "deprecation": optional_text,
+    "deprecation_replacement_model": optional_text,
+    "description": optional_text,
+    "archived": optional_flag,
+}
+
+
 def load_catalog() -> list[CatalogEntry]:
-    """The built-in catalog updated by the cache of ``llm mistral refresh``; never raises."""
+    """The built-in catalog updated by the cache of ``llm mistral refresh``; never raises: a card that is not
+    what the service sends is skipped with a warning."""
     entries = {entry.api_name: entry for entry in BUILTIN_CATALOG}
-    cards = read_json_object(catalog_cache_path()).get("data")
-    for card in cards if isinstance(cards, list) else ():
-        try:
-            entries[card["id"]] = entry_from_card(card, entries.get(card["id"]))
-        except (KeyError, TypeError, AttributeError):
-            continue  # a card we cannot read is skipped, never fatal
+    path = catalog_cache_path()
+    cards = read_json_object(path).get("data", [])
+    if not isinstance(cards, list):
+        warn_once(path, '"data" is not a list of models; ignoring it. Run `llm mistral refresh` to fetch it again.')
+        cards = []
+    for number, card in enumerate(cards):
+        problem = entry_problem(card, CARD_FIELDS)
+        if problem:
+            name = f"model {card['id']!r}" if isinstance(card, dict) and required_text(card.get("id")) else f"card {number}"
+            skip_entry(path, name, problem)
+            continue
+        entries[card["id"]] = entry_from_card(card, entries.get(card["id"]))
     return list(entries.values())
 
 
@@ -161,3 +193,20 @@ def missing_model_error(entry: CatalogEntry, error: MistralSuiteError) -> Mistra
         f"{alternatives(entry)} `llm mistral refresh` updates the model list.",
         status=404, detail=error.detail,
     )
+
+
+def names_in_use(ignore: Callable[[Any], bool] = lambda model: False) -> dict[str, str]:
+    """Every model id and alias llm knows now (chat and embedding models, every plugin's, and ``llm aliases``),
+    mapped to the model id it names, leaving out the models ``ignore`` says are the one being added again: a new
+    model or alias must not take one over. Empty if another plugin fails to register."""
+    taken: dict[str, str] = {}
+    try:
+        for getter in (llm.get_models_with_aliases, llm.get_embedding_models_with_aliases):
+            for item in getter():
+                model = getattr(item, "model", None) or getattr(item, "async_model", None)
+                if model is not None and not ignore(model):
+                    for name in (model.model_id, *item.aliases):
+                        taken[name] = model.model_id
+    except Exception:  # noqa: BLE001 - another plugin failing to register must not block ours
+        return {}
+    return taken

@@ -17,7 +17,7 @@ from conftest import assert_cli_ok, run_llm_process  # noqa: E402
 from gguf_factory import DEFAULT_WORDS, MISTRAL_V1_HF_TEMPLATE, write_tiny_gguf  # noqa: E402
 from inprocess import invoke_llm  # noqa: E402
 
-from _llm_mistral_suite.local.registry import read_local_registry, write_local_registry
+from _llm_mistral_suite.local.registry import update_local_registry
 
 FAST = ("-o", "n_threads", "1")  # steadier than 2 threads on busy 2-core machines
 
@@ -70,6 +70,4 @@ def add(path: Path, *args: str) -> None:
 
 
 def _register(user_dir: Path, name: str, path: Path, **extra) -> None:
-    models = read_local_registry()
-    models[name] = {"path": str(path), "aliases": [], **extra}
-    write_local_registry(models)
+    update_local_registry(lambda models: models.__setitem__(name, {"path": str(path), "aliases": [], **extra}))
