@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,13 @@ from ..errors import MistralSuiteError
 from .download import LOCAL_DOWNLOADS, download_model
 from .gguf import GGUFError, check_gguf, human_size, read_gguf_info
 from .registry import (
+    LOCAL_NAME,
     LOCAL_PREFIX,
     add_local_model,
+    llama_cpp_entries,
     llama_cpp_models_path,
     local_models,
-    read_local_registry,
-    write_local_registry,
+    update_local_registry,
 )
 
 
@@ -40,15 +42,16 @@ def _local_name_for(path: Path) -> str:
 @click.option("--embedding", is_flag=True, help="An embedding model, for `llm embed`")
 def local_add_command(path: str, name: str | None, aliases: tuple[str, ...], embedding: bool) -> None:
     """Register a GGUF file as model mistral-local/NAME."""
-    file = Path(path).expanduser().resolve()
+    file = Path(os.path.abspath(Path(path).expanduser()))  # a symbolic link stays one: `remove` keeps its target
     info = check_gguf(str(file))
-    name = name or _local_name_for(file)
-    existing = read_local_registry().get(name)
-    if existing and Path(existing["path"]) != file:
-        raise MistralSuiteError(
-            f"mistral-local/{name} is already registered ({existing['path']}). "
-            f"Choose another --name or run `llm mistral local remove {name}` first."
-        )
+    if name is None:
+        name = _local_name_for(file)
+        if not LOCAL_NAME.fullmatch(name):
+            suggestion = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "my-model"
+            raise MistralSuiteError(
+                f"The file name gives the model name {name!r}, which is not usable (letters, digits, '.', '_' "
+                f"and '-' only): choose one with --name, such as --name {suggestion}."
+            )
     granted = add_local_model(name, file, aliases, embedding=embedding)
     kind = "embedding model" if embedding else "model"
     extra = f" (aliases: {', '.join(granted)})" if granted else ""
@@ -105,29 +108,69 @@ def local_list_command(as_json: bool) -> None:
 
 @local_group.command(name="remove")
 @click.argument("name")
-@click.option("--delete-file", is_flag=True, help="Also delete the GGUF file")
+@click.option("--delete-file", is_flag=True, help="Also delete the GGUF file (only if nothing else uses it)")
 def local_remove_command(name: str, delete_file: bool) -> None:
-    """Unregister mistral-local/NAME."""
+    """Unregister mistral-local/NAME.
+
+    With --delete-file the file is deleted too, but only a regular file that is still a GGUF and that no
+    other registered model (of this plugin or llm-llama-cpp) uses; otherwise it is kept, and the reason said.
+    """
     name = name.removeprefix(LOCAL_PREFIX)
-    models = read_local_registry()
-    if name not in models:
-        if any(model.name == name for model in local_models()):
-            raise MistralSuiteError(
-                f"mistral-local/{name} comes from llm-llama-cpp's models.json ({llama_cpp_models_path()}); "
-                "remove it there."
-            )
-        known = ", ".join(sorted(models)) or "none"
-        raise MistralSuiteError(f"No local model named {name!r} (registered: {known}).")
-    entry = models.pop(name)
-    write_local_registry(models)
+
+    def unregister(models: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        if name not in models:
+            if any(model.name == name for model in local_models()):
+                raise MistralSuiteError(
+                    f"mistral-local/{name} comes from llm-llama-cpp's models.json ({llama_cpp_models_path()}); "
+                    "remove it there."
+                )
+            known = ", ".join(sorted(models)) or "none"
+            raise MistralSuiteError(f"No local model named {name!r} (registered: {known}).")
+        entry = models.pop(name)
+        others = {f"mistral-local/{other}": value.get("path") for other, value in models.items()
+                  if isinstance(value, dict)}
+        others |= {f"llm-llama-cpp's {other}": file for other, file in llama_cpp_entries().items()}
+        return entry, reason_to_keep(str(entry.get("path")), others) if delete_file else None
+
+    entry, keep = update_local_registry(unregister)
     message = f"Removed mistral-local/{name}"
-    if delete_file:
+    if delete_file and keep:
+        message += f"; kept {entry['path']}: {keep}"
+    elif delete_file:
         try:
             Path(entry["path"]).unlink()
             message += f" and deleted {entry['path']}"
         except OSError as exc:
             message += f"; could not delete {entry['path']}: {exc.strerror or exc}"
     click.echo(message)
+
+
+def reason_to_keep(path: str, others: dict[str, Any]) -> str | None:
+    """Why the GGUF file at ``path`` must not be deleted (None: it may be): it is not a regular file of its own
+    (a link into a shared folder, a directory), no longer a GGUF, or another model (``others``: id -> path) uses it."""
+    file = Path(path)
+    if file.is_symlink():
+        return f"it is a symbolic link (to {os.path.realpath(file)}), so its target may be shared"
+    if not file.exists():
+        return "it no longer exists"
+    if not file.is_file():
+        return "it is not a regular file"
+    try:
+        with open(file, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                return "it is no longer a GGUF file (overwritten since it was added?)"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    users = []
+    for model, other in others.items():
+        try:
+            if isinstance(other, str) and os.path.samefile(other, file):
+                users.append(model)
+        except OSError:
+            continue
+    if users:
+        return f"{', '.join(sorted(users))} still use{'s' if len(users) == 1 else ''} it"
+    return None
 
 
 @local_group.command(name="download")
