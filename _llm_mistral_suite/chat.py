@@ -18,7 +18,7 @@ from .errors import MistralSuiteError
 from .options import PASS_THROUGH_OPTIONS, OptionsFor
 from .replies import AsyncReplyModel, ReplyModel, ReplyRequest
 from .settings import mistral_endpoint, mistral_key
-from .wire import chat_messages, json_schema_format, tool_definitions
+from .wire import MISTRAL_ATTACHMENT_LIMITS, chat_messages, json_schema_format, tool_definitions
 
 
 class _MistralChatBase:
@@ -51,7 +51,7 @@ class _MistralChatBase:
                 f"reasoning_effort works only with reasoning models (such as magistral-medium); "
                 f"{entry.api_name} is not one."
             )
-        messages = chat_messages(prompt, thinking=True)
+        messages = chat_messages(prompt, thinking=True, limits=MISTRAL_ATTACHMENT_LIMITS)
         if options.prefix is not None:
             messages.append({"role": "assistant", "content": options.prefix, "prefix": True})
         body: dict[str, Any] = {"model": entry.api_name, "messages": messages}

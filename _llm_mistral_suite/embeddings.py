@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator
 import llm
 
 from .catalog import load_catalog
-from .errors import MistralSuiteError
+from .errors import MistralSuiteError, not_utf8
 from .retry import Pace
 from .settings import Endpoint, embed_concurrency, mistral_endpoint, mistral_key
 from .transport import request_json
@@ -73,6 +73,11 @@ def embedding_item_labels(count: int) -> tuple[list[str], str]:
     return [f"Item {index + 1} of {count}" for index in range(count)], f"None of the {count} items was embedded."
 
 
+# Where a service's error names the rejected input of a request: "Input id 3 ..." (Mistral), "input 3",
+# "input.3: ..." (a 422's location), "input[3]", "inputs[3]", "index 3".
+ROW_IN_ERROR = re.compile(r"\b(?:inputs?|index)(?: id)?(?:\s+|\.|\[)(\d+)\b", re.IGNORECASE)
+
+
 def _as_sentence(text: str) -> str:
     return text.rstrip().rstrip(".") + "."
 
@@ -121,8 +126,8 @@ class EmbeddingJob:
         return self.vectors(answer, batch)
 
     def failure(self, error: MistralSuiteError, batch: range) -> MistralSuiteError:
-        match = re.search(r"input (?:id )?(\d+)", error.detail, re.IGNORECASE)
-        if error.status == 400 and (len(batch) == 1 or (match and int(match.group(1)) < len(batch))):
+        match = ROW_IN_ERROR.search(error.detail)
+        if error.status in (400, 413, 422) and (len(batch) == 1 or (match and int(match.group(1)) < len(batch))):
             index = batch[0] if len(batch) == 1 else batch[int(match.group(1))]
             what = f"{self.labels[index]} could not be embedded: {error.detail or error.message}"
         else:
@@ -193,6 +198,9 @@ class MistralEmbedding(llm.EmbeddingModel):
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise MistralSuiteError(f"{labels[index]} is not text; this model embeds text only.{unstored}")
+            bad = not_utf8(text)
+            if bad:
+                raise MistralSuiteError(f"{labels[index]} {bad}{unstored}")
             if not text.strip():
                 raise MistralSuiteError(
                     f"{labels[index]} is empty (or only whitespace), which cannot be embedded.{unstored}"

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator
 
 import llm
 
-from ..errors import MistralSuiteError
+from ..errors import MistralSuiteError, not_utf8
 from ..options import LOCAL_DEFAULT_MAX_TOKENS, OptionsFor
 from ..wire import ReplyDecoder, chat_messages
 from .registry import LocalModelInfo
@@ -82,6 +82,8 @@ class _LocalChatBase:
             }
 
     def _explain_failure(self, exc: Exception, loaded: LoadedLlama) -> MistralSuiteError:
+        if isinstance(exc, UnicodeEncodeError) and isinstance(exc.object, str):
+            return MistralSuiteError(f"The prompt {not_utf8(exc.object)}")
         text = str(exc)
         found = re.search(r"Requested tokens \((\d+)\) exceed context window of (\d+)", text)
         if found:
@@ -146,6 +148,8 @@ class LocalEmbedding(llm.EmbeddingModel):
             try:
                 vectors = loaded.llama.embed(texts)
             except Exception as exc:
+                if isinstance(exc, UnicodeEncodeError) and isinstance(exc.object, str):
+                    raise MistralSuiteError(f"The text to embed {not_utf8(exc.object)}") from None
                 detail = last_llama_error()
                 raise MistralSuiteError(f"llama.cpp could not embed with {self.model_id}: {exc}"
                                         + (f" ({detail})" if detail else "")) from None
