@@ -10,12 +10,15 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import llm
 import pytest
+import sqlite_utils
 from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, bodies, validate_request
 from fake_mistral import JSONReply, _vector, count_tokens, documents, error_reply
 
@@ -398,3 +401,35 @@ def test_errors_name_the_item(fake, run_llm, cli_env, tmp_path):
         if db.exists():  # nothing half-written
             with sqlite3.connect(db) as conn:
                 assert conn.execute("select count(*) from embeddings").fetchone() == (0,), args
+
+
+# --- issue 10: the rejected row is named however the service says which; text that is not UTF-8 ---------
+
+
+@pytest.mark.parametrize("reply", [
+    JSONReply({"detail": [{"type": "string_too_long", "loc": ["body", "input", 1], "msg": "too long"}]}, 422),
+    error_reply(400, "inputs[1] is not valid"),
+    error_reply(400, "Invalid input at index 1"),
+    error_reply(413, "input 1 is too large"),
+])  # fmt: skip
+def test_the_rejected_row_is_named_in_every_shape(api, user_dir, tmp_path, reply):
+    api.queue(reply)
+    rows = write_csv(tmp_path / "rows.csv", [("first", "one"), ("second-row", "two"), ("third", "three")])
+    collection = llm.Collection("notes", sqlite_utils.Database(user_dir / "embeddings.db"),
+                                model_id="mistral/mistral-embed")
+    with open(rows) as handle:
+        items = [(row["id"], row["content"]) for row in csv.DictReader(handle)]
+    with pytest.raises(MistralSuiteError, match=r"Item 'second-row' could not be embedded") as info:
+        collection.embed_multi(items)
+    assert "Nothing from this batch of 3 items was stored" in str(info.value)
+
+
+def test_text_that_is_not_utf8_names_the_item(fake, cli_env, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "llm", "embed", "-m", "mistral-embed"], input=b"na\xefve text",
+                            capture_output=True, env=cli_env, timeout=60)
+    completed = subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(),
+                                            result.stderr.decode("utf-8", "replace"))
+    assert_cli_error(completed, "The input is not valid UTF-8", "byte 0xef after 'na'")
+    assert bodies(fake, EMBEDDINGS) == []
+    with pytest.raises(MistralSuiteError, match="Item 2 of 2 is not valid UTF-8"):
+        list(mistral_embed().embed_batch(["fine", "bad \udcff"], key=SENTINEL_KEY))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from typing import Any
 
 import llm
@@ -21,8 +23,9 @@ from api_mock import (
     user,
     weather,
 )
-from conftest import SENTINEL_KEY
+from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok
 from fake_mistral import chat_completion, chat_stream_events
+from inprocess import invoke_llm
 from llm.parts import (
     Message,
     ReasoningPart,
@@ -32,7 +35,7 @@ from llm.parts import (
 )
 
 from _llm_mistral_suite.errors import MistralSuiteError, StreamCutError
-from _llm_mistral_suite.wire import strict_schema, wire_tool_call_id
+from _llm_mistral_suite.wire import MB, MISTRAL_ATTACHMENT_LIMITS, check_attachments, strict_schema, wire_tool_call_id
 
 # --- translation -----------------------------------------------------------------------------------
 
@@ -309,3 +312,130 @@ def test_recorded_reasoning_completion(mock, key, recorded):
     [message] = response.messages()
     assert message.parts[0].text.startswith("I need to calculate 17 multiplied by 19")
     assert response.usage().input == 28
+
+
+# --- issue 10: nothing to send, and attachments over the service's limits, are refused before sending -------
+
+
+
+def sparse_file(path, size: int, head: bytes = b"") -> str:
+    """A ``size``-byte file that starts with ``head`` and takes no disk space or memory to make."""
+    with open(path, "wb") as handle:
+        handle.write(head)
+        handle.truncate(size)
+    return str(path)
+
+
+def wav_header(seconds: float, rate: int = 16000) -> bytes:
+    data = int(seconds * rate * 2)
+    fmt = (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + rate.to_bytes(4, "little") + \
+        (rate * 2).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    return (b"RIFF" + (36 + data).to_bytes(4, "little") + b"WAVE" + b"fmt " + (16).to_bytes(4, "little") + fmt
+            + b"data" + data.to_bytes(4, "little"))
+
+
+@pytest.mark.parametrize("messages", [
+    [],
+    [Message(role="system", parts=[TextPart(text="be brief")])],
+    [user("")],
+    [user("  \n\t")],
+    [user("hi"), Message(role="assistant", parts=[TextPart(text="hello")])],  # `llm -c ""`: no new turn
+])  # fmt: skip
+def test_nothing_to_answer_is_refused(messages):
+    with pytest.raises(MistralSuiteError, match="The prompt is empty"):
+        build("mistral-large", messages)
+
+
+def test_an_attachment_alone_is_something_to_answer():
+    assert build("mistral-large", [user("", llm.Attachment(content=PNG))])["messages"][0]["content"][0]["type"] == \
+        "image_url"
+
+
+@pytest.mark.parametrize("args, stdin", [
+    (("-m", "mistral-small", ""), None),
+    (("-m", "mistral-small"), "\n"),  # `echo | llm -m mistral-small`
+    (("-m", "mistral-small", "-s", "be brief", ""), None),
+    (("-m", "mistral-small", "", "--no-stream"), None),
+    (("-m", "mistral-small", "", "--async"), None),
+])  # fmt: skip
+def test_an_empty_prompt_is_refused_locally(fake, monkeypatch, args, stdin):
+    monkeypatch.setenv("LLM_MISTRAL_BASE_URL", fake.base_url)
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    assert_cli_error(invoke_llm(*args, input=stdin), "The prompt is empty")
+    assert fake.requests == []  # no `messages: []` and its 422
+
+
+def test_continuing_with_an_empty_prompt_is_refused(fake, monkeypatch):
+    monkeypatch.setenv("LLM_MISTRAL_BASE_URL", fake.base_url)
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    assert_cli_ok(invoke_llm("-m", "mistral-small", "hi"))
+    assert_cli_error(invoke_llm("-c", ""), "The prompt is empty")
+    assert len(fake.requests) == 1
+
+
+def test_text_that_is_not_utf8_is_one_clear_error(fake, cli_env):
+    """Bytes that are not UTF-8 on standard input reach the plugin as lone surrogates (Python's
+    surrogateescape); they used to end in httpx's cryptic 'surrogates not allowed'."""
+    result = subprocess.run([sys.executable, "-m", "llm", "-m", "mistral-small"], input=b"caf\xe9 au lait",
+                            capture_output=True, env=cli_env, timeout=60)
+    completed = subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(),
+                                            result.stderr.decode("utf-8", "replace"))
+    assert_cli_error(completed, "not valid UTF-8", "byte 0xe9 after 'caf'", "iconv")
+    assert fake.requests == []
+
+
+def test_an_image_over_the_size_limit_is_refused_before_reading_it(tmp_path):
+    big = sparse_file(tmp_path / "photo.png", 11 * MB, PNG)
+    with pytest.raises(MistralSuiteError, match=r"photo.png is 11.0 MB; Mistral's API takes images of up to 10 MB"):
+        check_attachments([llm.Attachment(path=big)], MISTRAL_ATTACHMENT_LIMITS)
+    check_attachments([llm.Attachment(path=sparse_file(tmp_path / "ok.png", 10 * MB, PNG))], MISTRAL_ATTACHMENT_LIMITS)
+
+
+def test_more_images_than_a_request_takes_are_refused():
+    with pytest.raises(MistralSuiteError, match="holds 9 images .* at most 8 per request"):
+        check_attachments([llm.Attachment(content=PNG)] * 9, MISTRAL_ATTACHMENT_LIMITS)
+    check_attachments([llm.Attachment(content=PNG)] * 8, MISTRAL_ATTACHMENT_LIMITS)
+
+
+def test_a_document_over_the_size_limit_is_refused(tmp_path):
+    pdf = sparse_file(tmp_path / "scan.pdf", 51 * MB, b"%PDF-1.7\n")
+    with pytest.raises(MistralSuiteError, match="scan.pdf is 51.0 MB; Mistral's API takes documents of up to 50 MB"):
+        check_attachments([llm.Attachment(path=pdf, type="application/pdf")], MISTRAL_ATTACHMENT_LIMITS)
+
+
+def test_more_audio_than_a_request_takes_is_refused(tmp_path):
+    long = sparse_file(tmp_path / "meeting.wav", len(wav_header(21 * 60)) + 21 * 60 * 32000, wav_header(21 * 60))
+    with pytest.raises(MistralSuiteError, match="21 minutes of audio; Mistral's API takes about 20 minutes"):
+        check_attachments([llm.Attachment(path=long, type="audio/wav")], MISTRAL_ATTACHMENT_LIMITS)
+    short = wav_header(60) + bytes(60 * 32000)
+    check_attachments([llm.Attachment(content=short, type="audio/wav")] * 19, MISTRAL_ATTACHMENT_LIMITS)
+    with pytest.raises(MistralSuiteError, match="21 minutes"):
+        check_attachments([llm.Attachment(content=short, type="audio/wav")] * 21, MISTRAL_ATTACHMENT_LIMITS)
+
+
+def test_a_missing_attachment_file_is_a_clear_error(tmp_path):
+    with pytest.raises(MistralSuiteError, match="Cannot read attachment .*gone.png"):
+        check_attachments([llm.Attachment(path=str(tmp_path / "gone.png"), type="image/png")],
+                          MISTRAL_ATTACHMENT_LIMITS)
+
+
+def test_a_50_mb_image_through_the_cli_is_refused_before_sending(fake, monkeypatch, tmp_path):
+    """It used to go out as a 70 MB request."""
+    monkeypatch.setenv("LLM_MISTRAL_BASE_URL", fake.base_url)
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    big = sparse_file(tmp_path / "huge.png", 50 * MB, PNG)
+    assert_cli_error(invoke_llm("-m", "mistral-small", "describe", "-a", big), "huge.png is 50.0 MB", "10 MB")
+    assert fake.requests == []
+
+
+def test_images_counted_across_the_conversation(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("LLM_MISTRAL_BASE_URL", fake.base_url)
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    images = []
+    for number in range(9):
+        path = tmp_path / f"image-{number}.png"
+        path.write_bytes(PNG + bytes([number]))  # distinct files (llm stores each attachment once)
+        images += ["-a", str(path)]
+    assert_cli_ok(invoke_llm("-m", "mistral-small", "first five", *images[:10]))
+    assert_cli_error(invoke_llm("-c", "and four more", *images[10:]), "9 images", "earlier turns", "at most 8")
+    assert len(fake.requests) == 1
