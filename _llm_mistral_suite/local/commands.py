@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,16 @@ def _local_name_for(path: Path) -> str:
 @click.option("--embedding", is_flag=True, help="An embedding model, for `llm embed`")
 def local_add_command(path: str, name: str | None, aliases: tuple[str, ...], embedding: bool) -> None:
     """Register a GGUF file as model mistral-local/NAME."""
-    file = Path(os.path.abspath(Path(path).expanduser()))  # a symbolic link stays one: `remove` keeps its target
+    try:
+        file = Path(os.path.abspath(Path(path).expanduser()))  # a symbolic link stays one: `remove` keeps its target
+    except RuntimeError as exc:  # "~nobody/x.gguf"
+        raise MistralSuiteError(f"Cannot read {path}: {str(exc).rstrip('.')}.") from None
     info = check_gguf(str(file))
     if name is None:
         name = _local_name_for(file)
         if not LOCAL_NAME.fullmatch(name):
-            suggestion = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "my-model"
+            ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+            suggestion = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name).strip("-._") or "my-model"
             raise MistralSuiteError(
                 f"The file name gives the model name {name!r}, which is not usable (letters, digits, '.', '_' "
                 f"and '-' only): choose one with --name, such as --name {suggestion}."
@@ -149,13 +154,13 @@ def reason_to_keep(path: str, others: dict[str, Any]) -> str | None:
     """Why the GGUF file at ``path`` must not be deleted (None: it may be): it is not a regular file of its own
     (a link into a shared folder, a directory), no longer a GGUF, or another model (``others``: id -> path) uses it."""
     file = Path(path)
-    if file.is_symlink():
-        return f"it is a symbolic link (to {os.path.realpath(file)}), so its target may be shared"
-    if not file.exists():
-        return "it no longer exists"
-    if not file.is_file():
-        return "it is not a regular file"
     try:
+        if file.is_symlink():
+            return f"it is a symbolic link (to {os.path.realpath(file)}), so its target may be shared"
+        if not file.exists():
+            return "it no longer exists"
+        if not file.is_file():
+            return "it is not a regular file"
         with open(file, "rb") as handle:
             if handle.read(4) != b"GGUF":
                 return "it is no longer a GGUF file (overwritten since it was added?)"
