@@ -150,7 +150,8 @@ def load_catalog() -> list[CatalogEntry]:
     for number, card in enumerate(cards):
         problem = entry_problem(card, CARD_FIELDS)
         if problem:
-            name = f"model {card['id']!r}" if isinstance(card, dict) and required_text(card.get("id")) else f"card {number}"
+            named = isinstance(card, dict) and required_text(card.get("id"))
+            name = f"model {card['id']!r}" if named else f"card {number}"
             skip_entry(path, name, problem)
             continue
         entries[card["id"]] = entry_from_card(card, entries.get(card["id"]))

@@ -112,7 +112,7 @@ def server_url(url: str) -> str:
         raise ValueError("port 0 is not a port a server listens on")
     if parts.query or parts.fragment:
         raise ValueError("give the base URL without ?query or #fragment")
-    path = parts.path.rstrip("/") or "/v1"  # OpenAI-compatible servers (llamafile, llama.cpp, Ollama, vLLM) serve under /v1
+    path = parts.path.rstrip("/") or "/v1"  # OpenAI-compatible servers (llamafile, llama.cpp, vLLM) serve under /v1
     return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", ""))
 
 
@@ -217,8 +217,9 @@ class _ServerChatBase:
     def get_key(self, explicit_key: str | None = None) -> str | None:
         return self.server.key(explicit_key)
 
-    def request_body(self, prompt: llm.Prompt, stream: bool, model: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "messages": chat_messages(prompt, thinking=False)}
+    def request_body(self, prompt: llm.Prompt, stream: bool, model: str, messages: list[dict[str, Any]]
+                     ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": messages}
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -233,9 +234,10 @@ class _ServerChatBase:
             body["response_format"] = json_schema_format(prompt.schema)
         return body
 
-    def request_for_model(self, prompt: llm.Prompt, stream: bool, key: str | None, model: str) -> ReplyRequest:
+    def request_for_model(self, prompt: llm.Prompt, stream: bool, key: str | None, model: str,
+                          messages: list[dict[str, Any]]) -> ReplyRequest:
         return ReplyRequest(
-            self.server.endpoint(), "/chat/completions", key, self.request_body(prompt, stream, model), model,
+            self.server.endpoint(), "/chat/completions", key, self.request_body(prompt, stream, model, messages), model,
             explain=lambda error: server_404_error(self.server, error),
         )
 
@@ -244,14 +246,16 @@ class ServerChat(_ServerChatBase, ReplyModel, llm.KeyModel):
     """Chat with a model served by llamafile, llama.cpp's server, Ollama, vLLM or similar."""
 
     def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
-        return self.request_for_model(prompt, stream, key, server_model_name(self.server, key))
+        messages = chat_messages(prompt, thinking=False)  # an empty prompt fails here, before any request
+        return self.request_for_model(prompt, stream, key, server_model_name(self.server, key), messages)
 
 
 class AsyncServerChat(_ServerChatBase, AsyncReplyModel, llm.AsyncKeyModel):
     """Async twin of ``ServerChat``: the model name is looked up without blocking the event loop."""
 
     async def areply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
-        return self.request_for_model(prompt, stream, key, await aserver_model_name(self.server, key))
+        messages = chat_messages(prompt, thinking=False)
+        return self.request_for_model(prompt, stream, key, await aserver_model_name(self.server, key), messages)
 
 
 class ServerEmbedding(MistralEmbedding):

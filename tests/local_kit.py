@@ -17,7 +17,7 @@ from conftest import assert_cli_ok, run_llm_process  # noqa: E402
 from gguf_factory import DEFAULT_WORDS, MISTRAL_V1_HF_TEMPLATE, write_tiny_gguf  # noqa: E402
 from inprocess import invoke_llm  # noqa: E402
 
-from _llm_mistral_suite.local.registry import update_local_registry
+from _llm_mistral_suite.local import registry
 
 FAST = ("-o", "n_threads", "1")  # steadier than 2 threads on busy 2-core machines
 
@@ -70,4 +70,4 @@ def add(path: Path, *args: str) -> None:
 
 
 def _register(user_dir: Path, name: str, path: Path, **extra) -> None:
-    update_local_registry(lambda models: models.__setitem__(name, {"path": str(path), "aliases": [], **extra}))
+    registry.update_local_registry(lambda models: models.__setitem__(name, {"path": str(path), "aliases": [], **extra}))

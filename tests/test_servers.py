@@ -486,7 +486,8 @@ def test_adding_a_server_again_keeps_what_is_not_given(llamafile, cli, run_llm):
         assert_cli_error(cli("-m", "bigm", "hi"), "Unknown model")
         said = assert_cli_ok(cli("mistral", "servers", "add", "vllm", moved.base_url, "--replace", "--embedding"))
         assert said == f"Added vllm (embeddings) at {moved.base_url}\n"
-        [row] = [r for r in json.loads(assert_cli_ok(cli("mistral", "servers", "list", "--json"))) if r["name"] == "vllm"]
+        rows = json.loads(assert_cli_ok(cli("mistral", "servers", "list", "--json")))
+        [row] = [r for r in rows if r["name"] == "vllm"]
         assert row == {"name": "vllm", "url": moved.base_url, "model": None, "key_name": None, "aliases": [],
                        "embedding": True}
         said = assert_cli_ok(cli("mistral", "servers", "add", "vllm", llamafile.base_url))

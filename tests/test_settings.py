@@ -8,8 +8,8 @@ import pytest
 from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok
 from inprocess import invoke_llm
 
+from _llm_mistral_suite import settings
 from _llm_mistral_suite.errors import MistralSuiteError
-from _llm_mistral_suite.settings import mistral_key, usable_key
 
 GOOD = "sk-GOODKEY-5e2a"
 BROKEN = {  # a key as a paste or a typo can leave it -> what the error calls the bad character
@@ -42,7 +42,8 @@ def sent_keys(fake) -> set[str]:
 
 
 @pytest.mark.parametrize("source, pasted", [
-    ("keys set", f"{GOOD} "), ("LLM_MISTRAL_KEY", f"{GOOD}\t"), ("MISTRAL_API_KEY", f" {GOOD}\r\n"), ("--key", f"{GOOD}\t"),
+    ("keys set", f"{GOOD} "), ("LLM_MISTRAL_KEY", f"{GOOD}\t"), ("MISTRAL_API_KEY", f" {GOOD}\r\n"),
+    ("--key", f"{GOOD}\t"),
 ])  # fmt: skip
 def test_whitespace_around_a_key_is_dropped(api, source, pasted):
     args: tuple[str, ...] = ("-m", "mistral-small", "hi")
@@ -104,16 +105,16 @@ def test_server_keys_are_cleaned_and_checked_too(api):
 
 
 def test_usable_key_shows_no_more_than_four_characters():
-    assert usable_key(f"  {SENTINEL_KEY}\n", "x", "") == SENTINEL_KEY
-    assert usable_key(" \t\n", "x", "") is None
+    assert settings.usable_key(f"  {SENTINEL_KEY}\n", "x", "") == SENTINEL_KEY
+    assert settings.usable_key(" \t\n", "x", "") is None
     with pytest.raises(MistralSuiteError) as info:
-        usable_key("ab c", "x", "")
+        settings.usable_key("ab c", "x", "")
     assert "ab c" not in str(info.value) and "ab" not in str(info.value).split("It starts")[1]
 
 
 def test_mistral_key_order_is_kept(monkeypatch):
     monkeypatch.setenv("MISTRAL_API_KEY", "from-mistral-api-key")
-    assert mistral_key(None) == "from-mistral-api-key"
+    assert settings.mistral_key(None) == "from-mistral-api-key"
     monkeypatch.setenv("LLM_MISTRAL_KEY", " from-llm-mistral-key ")
-    assert mistral_key(None) == "from-llm-mistral-key"
-    assert mistral_key(" explicit ") == "explicit"
+    assert settings.mistral_key(None) == "from-llm-mistral-key"
+    assert settings.mistral_key(" explicit ") == "explicit"

@@ -31,7 +31,7 @@ RACE_TIMEOUT = 120  # seconds for every writer of a race together: a lock that n
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch):
     """Each test sees the warnings of its own `llm` runs (they are said once per process)."""
-    monkeypatch.setattr(storage, "_warned", set())
+    monkeypatch.setattr(storage, "_warned", set(), raising=False)
 
 
 def tiny_gguf(path: Path) -> Path:

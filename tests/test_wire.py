@@ -35,7 +35,8 @@ from llm.parts import (
 )
 
 from _llm_mistral_suite.errors import MistralSuiteError, StreamCutError
-from _llm_mistral_suite.wire import MB, MISTRAL_ATTACHMENT_LIMITS, check_attachments, strict_schema, wire_tool_call_id
+from _llm_mistral_suite import wire
+from _llm_mistral_suite.wire import strict_schema, wire_tool_call_id
 
 # --- translation -----------------------------------------------------------------------------------
 
@@ -385,45 +386,46 @@ def test_text_that_is_not_utf8_is_one_clear_error(fake, cli_env):
 
 
 def test_an_image_over_the_size_limit_is_refused_before_reading_it(tmp_path):
-    big = sparse_file(tmp_path / "photo.png", 11 * MB, PNG)
-    with pytest.raises(MistralSuiteError, match=r"photo.png is 11.0 MB; Mistral's API takes images of up to 10 MB"):
-        check_attachments([llm.Attachment(path=big)], MISTRAL_ATTACHMENT_LIMITS)
-    check_attachments([llm.Attachment(path=sparse_file(tmp_path / "ok.png", 10 * MB, PNG))], MISTRAL_ATTACHMENT_LIMITS)
+    big = sparse_file(tmp_path / "photo.png", 11 * wire.MB, PNG)
+    with pytest.raises(MistralSuiteError, match="photo.png is 11.0 MB; Mistral's API takes images of up to 10 MB"):
+        wire.check_attachments([llm.Attachment(path=big)], wire.MISTRAL_ATTACHMENT_LIMITS)
+    ok = sparse_file(tmp_path / "ok.png", 10 * wire.MB, PNG)
+    wire.check_attachments([llm.Attachment(path=ok)], wire.MISTRAL_ATTACHMENT_LIMITS)
 
 
 def test_more_images_than_a_request_takes_are_refused():
     with pytest.raises(MistralSuiteError, match="holds 9 images .* at most 8 per request"):
-        check_attachments([llm.Attachment(content=PNG)] * 9, MISTRAL_ATTACHMENT_LIMITS)
-    check_attachments([llm.Attachment(content=PNG)] * 8, MISTRAL_ATTACHMENT_LIMITS)
+        wire.check_attachments([llm.Attachment(content=PNG)] * 9, wire.MISTRAL_ATTACHMENT_LIMITS)
+    wire.check_attachments([llm.Attachment(content=PNG)] * 8, wire.MISTRAL_ATTACHMENT_LIMITS)
 
 
 def test_a_document_over_the_size_limit_is_refused(tmp_path):
-    pdf = sparse_file(tmp_path / "scan.pdf", 51 * MB, b"%PDF-1.7\n")
+    pdf = sparse_file(tmp_path / "scan.pdf", 51 * wire.MB, b"%PDF-1.7\n")
     with pytest.raises(MistralSuiteError, match="scan.pdf is 51.0 MB; Mistral's API takes documents of up to 50 MB"):
-        check_attachments([llm.Attachment(path=pdf, type="application/pdf")], MISTRAL_ATTACHMENT_LIMITS)
+        wire.check_attachments([llm.Attachment(path=pdf, type="application/pdf")], wire.MISTRAL_ATTACHMENT_LIMITS)
 
 
 def test_more_audio_than_a_request_takes_is_refused(tmp_path):
     long = sparse_file(tmp_path / "meeting.wav", len(wav_header(21 * 60)) + 21 * 60 * 32000, wav_header(21 * 60))
     with pytest.raises(MistralSuiteError, match="21 minutes of audio; Mistral's API takes about 20 minutes"):
-        check_attachments([llm.Attachment(path=long, type="audio/wav")], MISTRAL_ATTACHMENT_LIMITS)
+        wire.check_attachments([llm.Attachment(path=long, type="audio/wav")], wire.MISTRAL_ATTACHMENT_LIMITS)
     short = wav_header(60) + bytes(60 * 32000)
-    check_attachments([llm.Attachment(content=short, type="audio/wav")] * 19, MISTRAL_ATTACHMENT_LIMITS)
+    wire.check_attachments([llm.Attachment(content=short, type="audio/wav")] * 19, wire.MISTRAL_ATTACHMENT_LIMITS)
     with pytest.raises(MistralSuiteError, match="21 minutes"):
-        check_attachments([llm.Attachment(content=short, type="audio/wav")] * 21, MISTRAL_ATTACHMENT_LIMITS)
+        wire.check_attachments([llm.Attachment(content=short, type="audio/wav")] * 21, wire.MISTRAL_ATTACHMENT_LIMITS)
 
 
 def test_a_missing_attachment_file_is_a_clear_error(tmp_path):
     with pytest.raises(MistralSuiteError, match="Cannot read attachment .*gone.png"):
-        check_attachments([llm.Attachment(path=str(tmp_path / "gone.png"), type="image/png")],
-                          MISTRAL_ATTACHMENT_LIMITS)
+        wire.check_attachments([llm.Attachment(path=str(tmp_path / "gone.png"), type="image/png")],
+                          wire.MISTRAL_ATTACHMENT_LIMITS)
 
 
 def test_a_50_mb_image_through_the_cli_is_refused_before_sending(fake, monkeypatch, tmp_path):
     """It used to go out as a 70 MB request."""
     monkeypatch.setenv("LLM_MISTRAL_BASE_URL", fake.base_url)
     monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
-    big = sparse_file(tmp_path / "huge.png", 50 * MB, PNG)
+    big = sparse_file(tmp_path / "huge.png", 50 * wire.MB, PNG)
     assert_cli_error(invoke_llm("-m", "mistral-small", "describe", "-a", big), "huge.png is 50.0 MB", "10 MB")
     assert fake.requests == []
 

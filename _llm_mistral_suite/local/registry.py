@@ -151,9 +151,10 @@ def add_local_model(name: str, path: Path, aliases: Iterable[str], *, embedding:
 
     def register(models: dict[str, Any]) -> None:
         existing = models.get(name)
-        if isinstance(existing, dict) and isinstance(existing.get("path"), str) and not _same_file(existing["path"], path):
+        taken_path = existing.get("path") if isinstance(existing, dict) else None
+        if isinstance(taken_path, str) and not _same_file(taken_path, path):
             raise MistralSuiteError(
-                f"mistral-local/{name} is already registered ({existing['path']}). "
+                f"mistral-local/{name} is already registered ({taken_path}). "
                 f"Choose another --name or run `llm mistral local remove {name}` first."
             )
         models[name] = entry
