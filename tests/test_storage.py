@@ -157,19 +157,22 @@ def run_together(count: int, work) -> list:
 
 
 def test_concurrent_servers_add_and_local_add_lose_nothing(user_dir, tmp_path):
-    """The command code itself (``servers add``, ``local add``) on 8 threads released together, a few rounds."""
+    """The commands themselves (`servers add`, `local add`, parsed by click as from the command line) on 8 threads
+    released at the same instant, a few rounds: every entry must survive, and no writer may fail."""
     from _llm_mistral_suite.commands import servers_add
+    from _llm_mistral_suite.local.commands import local_add_command
 
     model = tiny_gguf(tmp_path / "tiny.gguf")
-    for round_number in range(3):
-        run_together(WRITERS, lambda i: servers_add.callback(
-            name=f"box-{round_number}-{i}", url=f"http://127.0.0.1:{9000 + i}/v1", model=None, key_name=None,
-            aliases=(), embedding=None, replace=False))
-        run_together(WRITERS, lambda i: add_local_model(f"tiny-{round_number}-{i}", model, ()))
+    rounds = 3
+    for round_number in range(rounds):
+        run_together(WRITERS, lambda i: servers_add.main(
+            [f"box-{round_number}-{i}", f"http://127.0.0.1:{9000 + i}/v1"], standalone_mode=False))
+        run_together(WRITERS, lambda i: local_add_command.main(
+            [str(model), "--name", f"tiny-{round_number}-{i}"], standalone_mode=False))
     servers = json.loads(servers_path().read_text())
     local = json.loads(local_registry_path().read_text())["models"]
-    assert sorted(servers) == sorted(f"box-{r}-{i}" for r in range(3) for i in range(WRITERS))
-    assert sorted(local) == sorted(f"tiny-{r}-{i}" for r in range(3) for i in range(WRITERS))
+    assert sorted(servers) == sorted(f"box-{r}-{i}" for r in range(rounds) for i in range(WRITERS))
+    assert sorted(local) == sorted(f"tiny-{r}-{i}" for r in range(rounds) for i in range(WRITERS))
     assert not [p for p in user_dir.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -282,12 +285,17 @@ def test_a_servers_file_that_is_not_an_object_is_kept_for_the_user(user_dir, con
     assert servers_path().read_text() == content  # nothing the user had is overwritten
 
 
-def test_the_hooks_never_raise_on_damaged_files(user_dir):
-    servers_path().write_text(json.dumps({"x": {"url": 5, "aliases": [1, None]}, "y": None}))
+def test_the_hooks_never_raise_on_damaged_files(user_dir, capsys):
+    servers_path().write_text(json.dumps({"x": {"url": 5, "aliases": [1, None]}, "y": None,
+                                          "z": {"url": "http://127.0.0.1:9/v1", "aliases": [1]}}))
     local_registry_path().mkdir()
     catalog_cache_path().write_text(json.dumps({"data": {"not": "a list"}}))
-    registered: list[str] = []
-    suite.register_models(lambda model, *args, **kwargs: registered.append(model.model_id))
-    suite.register_embedding_models(lambda model, *args, **kwargs: registered.append(model.model_id))
-    assert "llamafile-server" in registered and "mistral/mistral-large-latest" in registered
-    assert "mistral/mistral-embed" in registered
+    registered: list[tuple[str, tuple]] = []
+    suite.register_models(lambda model, *args, aliases=(), **kwargs: registered.append((model.model_id, aliases)))
+    suite.register_embedding_models(lambda model, *args, aliases=(), **kwargs: registered.append((model.model_id, aliases)))
+    ids = [model_id for model_id, _ in registered]
+    assert "llamafile-server" in ids and "mistral/mistral-large-latest" in ids and "mistral/mistral-embed" in ids
+    assert not {"x", "y", "z"} & set(ids)  # never registered with aliases that are not names
+    assert all(isinstance(alias, str) for _, aliases in registered for alias in aliases)
+    err = capsys.readouterr().err
+    assert "Error:" not in err and len(warnings_of(err)) == 5, err  # x, y, z, the registry, the cache
