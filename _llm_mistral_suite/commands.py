@@ -17,9 +17,9 @@ from .embeddings import embedding_models
 from .errors import MistralSuiteError
 from .fim import FIM_DEFAULT_MODEL, CodestralFIM
 from .local.models import LocalChat
-from .servers import LLAMAFILE, load_servers, plain_name, server_url, servers_path
+from .servers import LLAMAFILE, load_servers, server_url, servers_path
 from .settings import mistral_endpoint, mistral_key, shown_url
-from .storage import update_json_object
+from .storage import plain_name, update_json_object
 from .transport import request_json
 
 

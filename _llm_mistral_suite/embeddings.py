@@ -75,7 +75,7 @@ def embedding_item_labels(count: int) -> tuple[list[str], str]:
 
 # Where a service's error names the rejected input of a request: "Input id 3 ..." (Mistral), "input 3",
 # "input.3: ..." (a 422's location), "input[3]", "inputs[3]", "index 3".
-ROW_IN_ERROR = re.compile(r"\b(?:inputs?|index)(?: id)?(?:\s+|\.|\[)(\d+)\b", re.IGNORECASE)
+ROW_IN_ERROR = r"(?i)\b(?:inputs?|index)(?: id)?(?:\s+|\.|\[)(\d+)\b"  # compiled on the first error
 
 
 def _as_sentence(text: str) -> str:
@@ -126,7 +126,7 @@ class EmbeddingJob:
         return self.vectors(answer, batch)
 
     def failure(self, error: MistralSuiteError, batch: range) -> MistralSuiteError:
-        match = ROW_IN_ERROR.search(error.detail)
+        match = re.search(ROW_IN_ERROR, error.detail)
         if error.status in (400, 413, 422) and (len(batch) == 1 or (match and int(match.group(1)) < len(batch))):
             index = batch[0] if len(batch) == 1 else batch[int(match.group(1))]
             what = f"{self.labels[index]} could not be embedded: {error.detail or error.message}"

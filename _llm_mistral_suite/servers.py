@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,6 +17,7 @@ from .storage import (
     optional_flag,
     optional_names,
     optional_text,
+    plain_name,
     read_json_object,
     required_text,
     skip_entry,
@@ -86,11 +86,6 @@ SERVER_FIELDS = {  # the fields of an entry of the servers file, and what each m
     "aliases": optional_names,
     "embedding": optional_flag,
 }
-
-
-def plain_name(name: str) -> bool:
-    """A server name usable as a model id: letters, digits, '.', '_' and '-', starting with a letter or digit."""
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name))
 
 
 def server_url(url: str) -> str:

@@ -161,6 +161,13 @@ def _read_for_update(path: Path, replace_damaged: bool) -> dict[str, Any]:
     return data
 
 
+def plain_name(name: Any, max_length: int = 100) -> bool:
+    """A name usable in a model id: ASCII letters, digits, '.', '_' and '-', starting with a letter or digit (no regex:
+    the hooks check every name on every `llm` command, and compiling a pattern costs more than this loop)."""
+    return (isinstance(name, str) and 0 < len(name) <= max_length and name[0].isascii() and name[0].isalnum()
+            and all(char.isascii() and (char.isalnum() or char in "._-") for char in name))
+
+
 def required_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 

@@ -21,7 +21,7 @@ import llm_mistral_suite as suite
 from _llm_mistral_suite import storage
 from _llm_mistral_suite.catalog import catalog_cache_path
 from _llm_mistral_suite.errors import MistralSuiteError
-from _llm_mistral_suite.local.registry import add_local_model, llama_cpp_models_path, local_registry_path
+from _llm_mistral_suite.local.registry import llama_cpp_models_path, local_registry_path
 from _llm_mistral_suite.servers import servers_path
 
 WRITERS = 8

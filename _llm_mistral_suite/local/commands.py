@@ -12,10 +12,10 @@ from typing import Any
 import click
 
 from ..errors import MistralSuiteError
+from ..storage import plain_name
 from .download import LOCAL_DOWNLOADS, download_model
 from .gguf import GGUFError, check_gguf, human_size, read_gguf_info
 from .registry import (
-    LOCAL_NAME,
     LOCAL_PREFIX,
     add_local_model,
     llama_cpp_entries,
@@ -50,7 +50,7 @@ def local_add_command(path: str, name: str | None, aliases: tuple[str, ...], emb
     info = check_gguf(str(file))
     if name is None:
         name = _local_name_for(file)
-        if not LOCAL_NAME.fullmatch(name):
+        if not plain_name(name, 200):
             ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
             suggestion = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name).strip("-._") or "my-model"
             raise MistralSuiteError(

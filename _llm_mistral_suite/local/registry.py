@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -17,6 +16,7 @@ from ..storage import (
     optional_flag,
     optional_names,
     optional_text,
+    plain_name,
     read_json_object,
     required_text,
     skip_entry,
@@ -59,7 +59,6 @@ REGISTRY_FIELDS = {  # the fields of an entry of the suite's registry, and what 
     "embedding": optional_flag,
     "download": optional_text,
 }
-LOCAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def read_local_registry() -> dict[str, dict[str, Any]]:
@@ -73,7 +72,7 @@ def read_local_registry() -> dict[str, dict[str, Any]]:
     usable = {}
     for name, entry in models.items():
         problem = entry_problem(entry, REGISTRY_FIELDS)
-        if not problem and not LOCAL_NAME.fullmatch(name):
+        if not problem and not plain_name(name, 200):
             problem = "is not a plain name (letters, digits, '.', '_' and '-')"
         if problem:
             skip_entry(path, f"model {name!r}", problem)
@@ -131,7 +130,7 @@ def add_local_model(name: str, path: Path, aliases: Iterable[str], *, embedding:
                     extra: dict[str, Any] | None = None, strict_aliases: bool = True) -> list[str]:
     """Register ``path`` as ``mistral-local/<name>``; returns the aliases it got. Aliases that already
     name another model are an error (``strict_aliases``) or left out."""
-    if not LOCAL_NAME.fullmatch(name):
+    if not plain_name(name, 200):
         raise MistralSuiteError(f"{name!r} is not a usable name: use letters, digits, '.', '_' and '-'.")
     model_id = LOCAL_PREFIX + name
     taken = names_in_use(ignore=lambda model: model.model_id == model_id)
