@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -10,12 +11,13 @@ import llm
 
 from .errors import MistralSuiteError
 from .storage import (
+    OPTIONAL_COUNT,
+    OPTIONAL_FLAG,
+    OPTIONAL_OBJECT,
+    OPTIONAL_TEXT,
+    TEXT,
     entry_problem,
-    optional_count,
-    optional_flag,
-    optional_text,
     read_json_object,
-    required_text,
     skip_entry,
     warn_once,
 )
@@ -122,20 +124,27 @@ def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> Catal
     )
 
 
-def _known_flags(value: Any) -> bool:
-    return value is None or (isinstance(value, dict) and all(
-        isinstance(value.get(flag), (bool, type(None))) for flag in CAPABILITY_FLAGS))
-
-
-CARD_FIELDS = {  # the fields of a cached card that we read, and what each must be
-    "id": required_text,
-    "max_context_length": optional_count,
-    "capabilities": _known_flags,
-    "deprecation": optional_text,
-    "deprecation_replacement_model": optional_text,
-    "description": optional_text,
-    "archived": optional_flag,
+CARD_FIELDS = {  # the fields of a cached card that we read, and what each may be
+    "id": TEXT,
+    "max_context_length": OPTIONAL_COUNT,
+    "capabilities": OPTIONAL_OBJECT,
+    "deprecation": OPTIONAL_TEXT,
+    "deprecation_replacement_model": OPTIONAL_TEXT,
+    "description": OPTIONAL_TEXT,
+    "archived": OPTIONAL_FLAG,
 }
+FLAG_CLASSES = (bool, type(None))
+
+
+def card_problem(card: Any) -> str | None:
+    """What is wrong with one cached model card (None: nothing)."""
+    problem = entry_problem(card, CARD_FIELDS)
+    capabilities = None if problem else card.get("capabilities")
+    if capabilities:
+        for flag in CAPABILITY_FLAGS:
+            if capabilities.get(flag).__class__ not in FLAG_CLASSES:
+                return f'has a bad "capabilities" ("{flag}": {json.dumps(capabilities.get(flag))[:40]})'
+    return problem
 
 
 def load_catalog() -> list[CatalogEntry]:
@@ -148,9 +157,9 @@ def load_catalog() -> list[CatalogEntry]:
         warn_once(path, '"data" is not a list of models; ignoring it. Run `llm mistral refresh` to fetch it again.')
         cards = []
     for number, card in enumerate(cards):
-        problem = entry_problem(card, CARD_FIELDS)
+        problem = card_problem(card)
         if problem:
-            named = isinstance(card, dict) and required_text(card.get("id"))
+            named = isinstance(card, dict) and isinstance(card.get("id"), str) and card["id"].strip()
             name = f"model {card['id']!r}" if named else f"card {number}"
             skip_entry(path, name, problem)
             continue

@@ -13,13 +13,13 @@ from .options import OptionsFor
 from .replies import AsyncReplyModel, ReplyModel, ReplyRequest
 from .settings import LLAMAFILE_BASE_URL, Endpoint, llamafile_base_url, shown_url, usable_key
 from .storage import (
+    OPTIONAL_FLAG,
+    OPTIONAL_NAMES,
+    OPTIONAL_TEXT,
+    TEXT,
     entry_problem,
-    optional_flag,
-    optional_names,
-    optional_text,
     plain_name,
     read_json_object,
-    required_text,
     skip_entry,
 )
 from .transport import arequest_json, request_json
@@ -79,12 +79,12 @@ def servers_path() -> Path:
     return llm.user_dir() / "mistral-suite-servers.json"
 
 
-SERVER_FIELDS = {  # the fields of an entry of the servers file, and what each must be
-    "url": required_text,
-    "model": optional_text,
-    "key_name": optional_text,
-    "aliases": optional_names,
-    "embedding": optional_flag,
+SERVER_FIELDS = {  # the fields of an entry of the servers file, and what each may be
+    "url": TEXT,
+    "model": OPTIONAL_TEXT,
+    "key_name": OPTIONAL_TEXT,
+    "aliases": OPTIONAL_NAMES,
+    "embedding": OPTIONAL_FLAG,
 }
 
 

@@ -168,35 +168,31 @@ def plain_name(name: Any, max_length: int = 100) -> bool:
             and all(char.isascii() and (char.isalnum() or char in "._-") for char in name))
 
 
-def required_text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
+# What a field of an entry may be (the classes its JSON value may have), for ``entry_problem``. A list is a list of
+# names (non-empty strings), a number a count (above 0), a required text is not blank.
+TEXT = (str,)
+OPTIONAL_TEXT = (str, type(None))
+OPTIONAL_FLAG = (bool, type(None))
+OPTIONAL_COUNT = (int, type(None))
+OPTIONAL_NAMES = (list, type(None))
+OPTIONAL_OBJECT = (dict, type(None))
 
 
-def optional_text(value: Any) -> bool:
-    return value is None or isinstance(value, str)
-
-
-def optional_flag(value: Any) -> bool:
-    return value is None or isinstance(value, bool)
-
-
-def optional_count(value: Any) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
-
-
-def optional_names(value: Any) -> bool:
-    return value is None or (isinstance(value, list) and all(required_text(item) for item in value))
-
-
-def entry_problem(entry: Any, fields: dict[str, Callable[[Any], bool]]) -> str | None:
+def entry_problem(entry: Any, fields: dict[str, tuple[type, ...]]) -> str | None:
     """What is wrong with one entry of a file of ours, in words (None: nothing): an entry that is not an object,
-    or a field that fails its check (``required_text``: required; the ``optional_*`` checks allow a missing field)."""
-    if not isinstance(entry, dict):
+    or a field whose value is not what ``fields`` allows. Type checks, no calls per field: the hooks check every
+    entry on every `llm` command."""
+    if entry.__class__ is not dict:
         return f"is a JSON {type(entry).__name__}, not an object"
-    for name, check in fields.items():
-        if not check(entry.get(name)):
-            value = json.dumps(entry.get(name))
-            return f'has a bad "{name}" ({value[:60]})' if name in entry else f'has no "{name}"'
+    for name, allowed in fields.items():
+        value = entry.get(name)
+        cls = value.__class__
+        if cls not in allowed or (
+            (cls is str and allowed is TEXT and not value.strip())
+            or (cls is int and value <= 0)
+            or (cls is list and not all(item.__class__ is str and item.strip() for item in value))
+        ):
+            return f'has a bad "{name}" ({json.dumps(value)[:60]})' if name in entry else f'has no "{name}"'
     return None
 
 

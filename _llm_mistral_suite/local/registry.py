@@ -12,13 +12,13 @@ import llm
 from ..catalog import names_in_use
 from ..errors import MistralSuiteError
 from ..storage import (
+    OPTIONAL_FLAG,
+    OPTIONAL_NAMES,
+    OPTIONAL_TEXT,
+    TEXT,
     entry_problem,
-    optional_flag,
-    optional_names,
-    optional_text,
     plain_name,
     read_json_object,
-    required_text,
     skip_entry,
     update_json_object,
     warn_once,
@@ -53,11 +53,11 @@ def llama_cpp_models_path() -> Path:
     return llm.user_dir() / "llama-cpp" / "models.json"
 
 
-REGISTRY_FIELDS = {  # the fields of an entry of the suite's registry, and what each must be
-    "path": required_text,
-    "aliases": optional_names,
-    "embedding": optional_flag,
-    "download": optional_text,
+REGISTRY_FIELDS = {  # the fields of an entry of the suite's registry, and what each may be
+    "path": TEXT,
+    "aliases": OPTIONAL_NAMES,
+    "embedding": OPTIONAL_FLAG,
+    "download": OPTIONAL_TEXT,
 }
 
 
@@ -99,7 +99,7 @@ def llama_cpp_entries() -> dict[str, str]:
     path = llama_cpp_models_path()
     entries = {}
     for name, entry in read_json_object(path).items():
-        problem = entry_problem(entry, {"path": required_text})
+        problem = entry_problem(entry, {"path": TEXT})
         if problem:
             skip_entry(path, f"model {name!r}", problem)
         else:
