@@ -67,6 +67,14 @@ def measure_hooks(python: str, module: str, home: str) -> dict:
     return json.loads(result.stdout)
 
 
+def byte_compile(python: str) -> None:
+    """Write the .pyc files of the hooks module and the package, as a wheel install does (this environment may
+    set PYTHONDONTWRITEBYTECODE, and a stale or missing .pyc would time the compiler, not the plugin)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([python, "-m", "compileall", "-q", "llm_mistral_suite.py", "_llm_mistral_suite"],
+                   cwd=REPO, env=env, check=True)
+
+
 def run_command(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU (user + sys of the child, from RUSAGE_CHILDREN) seconds of one command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -88,6 +96,7 @@ def main() -> None:
     base_python = baseline_python()
     ours_python = project_python()
     home = user_dir()
+    byte_compile(ours_python)
     print(machine_line())
     print(code_state())
     print(f"ours: llm {package_version(ours_python, 'llm')}, llm-mistral-suite {package_version(ours_python, 'llm-mistral-suite')}"
@@ -118,9 +127,12 @@ def main() -> None:
         print(f"| {name} | {fmt_ms(row['import'])} | {fmt_ms(row['register_models'])} | {fmt_ms(row['register_commands'])} "
               f"| **{fmt_ms(row['total'])}** ({fmt_ms(min(totals))}–{fmt_ms(max(totals))}) | {fmt_ms(row['cpu_total'])} "
               f"| {runs[0]['models']} | {modules} |")
-    ours, theirs = summary["hooks"]["llm-mistral-suite"]["total"], summary["hooks"]["llm-mistral 0.16"]["total"]
-    print(f"\nours {fmt_ms(ours)} (budget 10 ms: {'PASS' if ours <= 0.010 else 'FAIL'}); llm-mistral 0.16 {fmt_ms(theirs)}"
-          f" ({theirs / ours:.0f}x ours)")
+    ours = summary["hooks"]["llm-mistral-suite"]
+    theirs = summary["hooks"]["llm-mistral 0.16"]["total"]
+    with_models = median([r["wall"]["import"] + r["wall"]["register_models"] for r in ours["runs"]])
+    print(f"\nours: import {fmt_ms(ours['import'])} (budget 1.5 ms: {'PASS' if ours['import'] <= 0.0015 else 'FAIL'}); "
+          f"import + register_models {fmt_ms(with_models)} (budget 10 ms: {'PASS' if with_models <= 0.010 else 'FAIL'}); "
+          f"all three {fmt_ms(ours['total'])}; llm-mistral 0.16 {fmt_ms(theirs)} ({theirs / ours['total']:.0f}x ours)")
 
     # 2. Whole commands: wall and CPU of `llm --help` and `llm models`, with and without each plugin.
     configs = {
