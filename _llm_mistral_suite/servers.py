@@ -111,6 +111,13 @@ def server_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", ""))
 
 
+def _looks_like_a_base_url(url: str) -> bool:
+    """A cheap check of a URL read from the file (``servers add`` wrote it through ``server_url``; the hooks read it
+    on every `llm` command, so no URL parsing here: a port out of range still fails, clearly, when it is used)."""
+    return url[:8].lower().startswith(("http://", "https://")) and len(url) > 8 and not any(
+        char.isspace() or char < " " for char in url)
+
+
 def load_servers() -> list[ServerConfig]:
     """The built-in llamafile plus the servers added with ``llm mistral servers add``; never raises: an entry
     that cannot be used is skipped with a warning naming the file and the entry."""
@@ -121,15 +128,12 @@ def load_servers() -> list[ServerConfig]:
         problem = entry_problem(config, SERVER_FIELDS)
         if not problem and not plain_name(name):
             problem = "is not a plain name (letters, digits, '.', '_' and '-')"
-        if not problem:
-            try:
-                url = server_url(config["url"])
-            except ValueError as exc:
-                problem = f'has a bad "url" ({exc})'
+        if not problem and not _looks_like_a_base_url(config["url"]):
+            problem = f'has a bad "url" ({config["url"][:60]!r}; `llm mistral servers add` checks one)'
         if problem:
             skip_entry(path, f"server {name!r}", problem)
             continue
-        added.append(ServerConfig(name=name, url=url, model=config.get("model"), key_name=config.get("key_name"),
+        added.append(ServerConfig(name=name, url=config["url"], model=config.get("model"), key_name=config.get("key_name"),
                                   aliases=tuple(config.get("aliases") or ()), embedding=bool(config.get("embedding"))))
     return [llamafile] + [server for server in added if server.name != llamafile.name]
 

@@ -15,11 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, WORK, clean_env, code_state, fmt_ms, machine_line, median, project_python  # noqa: E402
 
 # A fresh interpreter per run: llm and llm.cli imported untimed (every `llm` command has them), then the plugin's
-# import and both model hooks timed. ``sys.argv[1]`` is a folder put first on sys.path (a copy of older code), or "".
+# import and both model hooks timed. ``sys.argv[1]`` is the folder holding the code to measure, put first on sys.path.
 CHILD = r"""
 import json, sys, time
-if sys.argv[1]:
-    sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[1])
 import click, llm, llm.cli
 registered = []
 def register(model, async_model=None, aliases=()):
@@ -57,6 +56,19 @@ def populate(home: Path) -> None:
     (home / "mistral-suite-models.json").write_text(json.dumps({"fetched": "2026-12-01T00:00:00+00:00", "data": cards}))
 
 
+def copy_working_tree() -> Path:
+    """The hooks module and package as they are now, in a folder of their own: both versions are then imported the
+    same way (a sys.path entry), not one through the editable install's import finder."""
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix="code-now-", dir=WORK))
+    shutil.copy2(REPO / "llm_mistral_suite.py", folder)
+    shutil.copytree(REPO / "_llm_mistral_suite", folder / "_llm_mistral_suite",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([project_python(), "-m", "compileall", "-q", str(folder)], check=True)
+    return folder
+
+
 def extract(ref: str) -> Path:
     """The hooks module and package as they were at ``ref``, in a folder of their own."""
     folder = Path(tempfile.mkdtemp(prefix=f"code-{ref}-", dir=WORK))
@@ -82,9 +94,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=31)
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    subprocess.run([project_python(), "-m", "compileall", "-q", str(REPO / "_llm_mistral_suite"),
-                    str(REPO / "llm_mistral_suite.py")], check=True)
-    versions = {"this code": "", f"before ({args.baseline})": str(extract(args.baseline))}
+    versions = {"this code": str(copy_working_tree()), f"before ({args.baseline})": str(extract(args.baseline))}
     homes = {"empty user dir": Path(tempfile.mkdtemp(prefix="llm-user-", dir=WORK)),
              "user files present": Path(tempfile.mkdtemp(prefix="llm-user-", dir=WORK))}
     populate(homes["user files present"])
@@ -100,7 +110,7 @@ def main() -> None:
     print("| code | user dir | import | register_models | register_embedding_models | total CPU | total wall | models |")
     print("|---|---|---|---|---|---|---|---|")
     for (version, home), results in runs.items():
-        assert (not versions[version]) or all(r["file"].startswith(versions[version]) for r in results)
+        assert all(r["file"].startswith(versions[version]) for r in results)
         cells = [fmt_ms(median([r[step] for r in results]))
                  for step in ("import", "register_models", "register_embedding_models", "total", "wall")]
         print(f"| {version} | {home} | " + " | ".join(cells) + f" | {results[0]['models']} |")
