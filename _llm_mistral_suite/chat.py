@@ -18,7 +18,7 @@ from .errors import MistralSuiteError
 from .options import PASS_THROUGH_OPTIONS, OptionsFor
 from .replies import AsyncReplyModel, ReplyModel, ReplyRequest
 from .settings import mistral_endpoint, mistral_key
-from .wire import MISTRAL_ATTACHMENT_LIMITS, chat_messages, json_schema_format, tool_definitions
+from .wire import chat_messages, json_schema_format, tool_definitions
 
 
 class _MistralChatBase:
@@ -51,6 +51,8 @@ class _MistralChatBase:
                 f"reasoning_effort works only with reasoning models (such as magistral-medium); "
                 f"{entry.api_name} is not one."
             )
+        from .limits import MISTRAL_ATTACHMENT_LIMITS  # here, not at start-up: only a prompt needs it
+
         messages = chat_messages(prompt, thinking=True, limits=MISTRAL_ATTACHMENT_LIMITS)
         if options.prefix is not None:
             messages.append({"role": "assistant", "content": options.prefix, "prefix": True})
