@@ -101,8 +101,11 @@ def main() -> None:
     runs: dict[tuple[str, str], list[dict]] = {(v, h): [] for v in versions for h in homes}
     for key in runs:  # warm-up
         measure(versions[key[0]], homes[key[1]])
+    order = list(runs)
+    shuffle = __import__("random").Random(0).shuffle
     for _ in range(args.runs):
-        for version, home in runs:  # alternate within each round
+        shuffle(order)  # a new order each round: no configuration always runs first, or right after another
+        for version, home in order:
             runs[(version, home)].append(measure(versions[version], homes[home]))
     print(machine_line())
     print(f"This code: {code_state()}; {args.runs} runs each, medians of CPU time (process_time) per step.")
@@ -114,6 +117,14 @@ def main() -> None:
         cells = [fmt_ms(median([r[step] for r in results]))
                  for step in ("import", "register_models", "register_embedding_models", "total", "wall")]
         print(f"| {version} | {home} | " + " | ".join(cells) + f" | {results[0]['models']} |")
+    now, before = versions
+    print("\n| user dir | this code minus before, total CPU: median of the per-round differences | interquartile range |")
+    print("|---|---|---|")
+    for home in homes:
+        differences = [a["total"] - b["total"] for a, b in zip(runs[(now, home)], runs[(before, home)])]
+        low, _, high = __import__("statistics").quantiles(differences, n=4)
+        print(f"| {home} | {'+' if median(differences) >= 0 else ''}{fmt_ms(median(differences))} | "
+              f"{fmt_ms(low)} to {fmt_ms(high)} |")
 
 
 if __name__ == "__main__":
