@@ -6,7 +6,9 @@ raise: a part that cannot load is reported in one line on stderr, and the other 
 
 The package, in the order data flows (each file opens with a line saying what it is for):
 settings, errors, storage -> catalog -> retry, transport -> wire -> replies -> options -> chat, embeddings, fim,
-servers -> commands; and ``local/`` (gguf -> registry -> template -> runtime -> models, download -> commands).
+servers -> files, batch, batch_input, logs_writer -> batch_build, batch_results -> commands, batch_commands; and
+``local/`` (gguf -> registry -> template -> vocab -> prompt -> tools -> runtime -> vision -> generate -> models,
+download -> commands).
 """
 
 from __future__ import annotations
@@ -24,6 +26,19 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fim": ("_llm_mistral_suite.commands", "fim_command"),
     "servers": ("_llm_mistral_suite.commands", "servers_group"),
     "local": ("_llm_mistral_suite.local.commands", "local_group"),
+    "ocr": ("_llm_mistral_suite.document_commands", "ocr_command"),
+    "transcribe": ("_llm_mistral_suite.audio_commands", "transcribe_command"),
+    "speak": ("_llm_mistral_suite.audio_commands", "speak_command"),
+    "voices": ("_llm_mistral_suite.audio_commands", "voices_command"),
+    "batch": ("_llm_mistral_suite.batch_commands", "batch_group"),
+}
+
+# `-f PREFIX:ARGUMENT` -> (the function of `_llm_mistral_suite.fragments` that loads it, imported on use; what it does)
+FRAGMENT_LOADERS: dict[str, tuple[str, str]] = {
+    "mistral-ocr": ("ocr_fragment", "A PDF, image or Office file (path or URL) read by Mistral's OCR, as Markdown "
+                    "(cached): -f mistral-ocr:report.pdf"),
+    "voxtral": ("transcript_fragment", "A recording (path or URL) transcribed by Voxtral (cached): "
+                "-f voxtral:meeting.mp3"),
 }
 
 _reported: set[str] = set()
@@ -58,6 +73,12 @@ def _api_chat_models(register: Any) -> None:
         if "chat" in entry.capabilities:
             register(MistralChat(entry), AsyncMistralChat(entry), aliases=entry.aliases)
     register(CodestralFIM(), AsyncCodestralFIM(), aliases=("codestral-fim",))
+
+
+def _transcription_model(register: Any) -> None:
+    from _llm_mistral_suite.transcription import TRANSCRIBE_ALIASES, AsyncVoxtralTranscribe, VoxtralTranscribe
+
+    register(VoxtralTranscribe(), AsyncVoxtralTranscribe(), aliases=TRANSCRIBE_ALIASES)
 
 
 def _server_chat_models(register: Any) -> None:
@@ -104,6 +125,7 @@ def _local_embedding_models(register: Any) -> None:
 @llm.hookimpl
 def register_models(register: Any) -> None:
     _guarded("the Mistral API models", _api_chat_models, register)
+    _guarded("the transcription model", _transcription_model, register)
     _guarded("the server models", _server_chat_models, register)
     _guarded("the local GGUF models", _local_chat_models, register)
 
@@ -113,6 +135,22 @@ def register_embedding_models(register: Any) -> None:
     _guarded("the Mistral API embedding models", _api_embedding_models, register)
     _guarded("the server embedding models", _server_embedding_models, register)
     _guarded("the local GGUF embedding models", _local_embedding_models, register)
+
+
+def _fragment_loader(prefix: str) -> Callable[[str], Any]:
+    def load(argument: str) -> Any:
+        from _llm_mistral_suite import fragments
+
+        return getattr(fragments, FRAGMENT_LOADERS[prefix][0])(argument)
+
+    load.__doc__ = FRAGMENT_LOADERS[prefix][1]
+    return load
+
+
+@llm.hookimpl
+def register_fragment_loaders(register: Any) -> None:
+    for prefix in FRAGMENT_LOADERS:
+        register(prefix, _fragment_loader(prefix))
 
 
 class _LazyGroup(click.Group):
@@ -136,4 +174,6 @@ class _LazyGroup(click.Group):
 
 @llm.hookimpl
 def register_commands(cli: click.Group) -> None:
-    cli.add_command(_LazyGroup(name="mistral", help="Mistral models: the API catalog, local GGUF files and OpenAI-compatible servers."))
+    cli.add_command(_LazyGroup(name="mistral", help=(
+        "Mistral models: the API catalog, documents (OCR) and audio, local GGUF files and OpenAI-compatible servers."
+    )))

@@ -26,6 +26,7 @@ GA, DEPRECATED, RETIRED = "ga", "deprecated", "retired"
 
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 AUDIO_TYPES = frozenset({"audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac", "audio/ogg", "audio/mp4"})
+DOCUMENT_TYPES = frozenset({"application/pdf"})  # chat models with the "documents" capability read these
 
 
 class CatalogEntry(NamedTuple):
@@ -53,20 +54,20 @@ def catalog_entry(api_name: str, *aliases: str, context: int, caps: str, **kwarg
 
 # The lineup as documented in 2026-08; `llm mistral refresh` brings the service's own list.
 BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
-    catalog_entry("mistral-large-latest", "mistral-large", context=262144, caps="chat tools vision"),
-    catalog_entry("mistral-medium-latest", "mistral-medium", context=262144, caps="chat tools vision"),
-    catalog_entry("mistral-small-latest", "mistral-small", context=262144, caps="chat tools vision"),
+    catalog_entry("mistral-large-latest", "mistral-large", context=262144, caps="chat tools vision documents"),
+    catalog_entry("mistral-medium-latest", "mistral-medium", context=262144, caps="chat tools vision documents"),
+    catalog_entry("mistral-small-latest", "mistral-small", context=262144, caps="chat tools vision documents"),
     catalog_entry("codestral-latest", "codestral", context=131072, caps="chat tools fim"),
-    catalog_entry("ministral-3b-latest", "ministral-3b", context=131072, caps="chat tools vision"),
-    catalog_entry("ministral-8b-latest", "ministral-8b", context=131072, caps="chat tools vision"),
-    catalog_entry("ministral-14b-latest", "ministral-14b", context=131072, caps="chat tools vision"),
+    catalog_entry("ministral-3b-latest", "ministral-3b", context=131072, caps="chat tools vision documents"),
+    catalog_entry("ministral-8b-latest", "ministral-8b", context=131072, caps="chat tools vision documents"),
+    catalog_entry("ministral-14b-latest", "ministral-14b", context=131072, caps="chat tools vision documents"),
     catalog_entry("magistral-medium-latest", "magistral-medium", context=131072, caps="chat tools reasoning",
            status=DEPRECATED, replacement="mistral-medium-latest"),
     catalog_entry("magistral-small-latest", "magistral-small", context=131072, caps="chat tools reasoning",
            status=DEPRECATED, replacement="mistral-small-latest"),
     catalog_entry("devstral-medium-latest", "devstral", "devstral-medium", context=131072, caps="chat tools"),
     catalog_entry("devstral-small-latest", "devstral-small", context=131072, caps="chat tools"),
-    catalog_entry("pixtral-large-latest", "pixtral-large", context=131072, caps="chat tools vision",
+    catalog_entry("pixtral-large-latest", "pixtral-large", context=131072, caps="chat tools vision documents",
            status=DEPRECATED, replacement="mistral-large-latest"),
     catalog_entry("voxtral-small-latest", "voxtral-small", context=32768, caps="chat tools audio"),
     catalog_entry("voxtral-mini-latest", "voxtral-mini", context=32768, caps="chat audio"),
@@ -80,7 +81,7 @@ BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
            deprecation_date="2025-03-30", replacement="mistral-small-latest", local_route="mixtral-8x22b",
            description="Mixtral 8x22B"),
     catalog_entry("open-codestral-mamba", context=262144, caps="chat", status=RETIRED, deprecation_date="2025-06-06",
-           replacement="codestral-latest", description="Codestral Mamba"),
+           replacement="codestral-latest", local_route="codestral-mamba", description="Codestral Mamba"),
     catalog_entry("mathstral-7b", context=32768, caps="chat", status=RETIRED, replacement="magistral-small-latest",
            local_route="mathstral-7b", description="Mathstral 7B (open weights only, never a GA API model)"),
     # Embeddings (`llm embed`).
@@ -105,6 +106,8 @@ def catalog_cache_path() -> Path:
 def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None) -> CatalogEntry:
     """A catalog entry from one card of ``GET /v1/models``, keeping built-in aliases and routes."""
     caps = {ours for flag, ours in CAPABILITY_FLAGS.items() if (card.get("capabilities") or {}).get(flag)}
+    if "vision" in caps:
+        caps.add("documents")  # Mistral's vision models read PDFs as document_url chunks
     if "embed" in card["id"]:
         caps = {"embedding"}
     deprecation = card.get("deprecation")
@@ -176,6 +179,9 @@ def find_entry(name: str) -> CatalogEntry | None:
     return None
 
 
+NO_LLAMAFILE_ROUTES = frozenset({"codestral-mamba"})  # Mamba-2 came to llama.cpp after llamafile's last release
+
+
 def alternatives(entry: CatalogEntry) -> str:
     """What still runs a model the API no longer serves: its successor and the local route."""
     routes = []
@@ -184,7 +190,8 @@ def alternatives(entry: CatalogEntry) -> str:
     if entry.local_route:
         routes.append(
             f"run {entry.description or entry.api_name} yourself: `llm mistral local download {entry.local_route}`"
-            " (llama.cpp) or a llamafile (`llm -m llamafile`)"
+            + (" (llama.cpp)" if entry.local_route in NO_LLAMAFILE_ROUTES else
+               " (llama.cpp) or a llamafile (`llm -m llamafile`)")
         )
     return "Instead, " + "; or ".join(routes) + "."
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llm
 
 from .catalog import (
     AUDIO_TYPES,
+    DOCUMENT_TYPES,
     IMAGE_TYPES,
     RETIRED,
     CatalogEntry,
@@ -16,9 +17,12 @@ from .catalog import (
 )
 from .errors import MistralSuiteError
 from .options import PASS_THROUGH_OPTIONS, OptionsFor
-from .replies import AsyncReplyModel, ReplyModel, ReplyRequest
+from .replies import AsyncReplyModel, ReplyModel, ReplyRequest, arun_reply, run_reply
 from .settings import mistral_endpoint, mistral_key
 from .wire import chat_messages, json_schema_format, tool_definitions
+
+if TYPE_CHECKING:
+    from .documents import DocumentUploads
 
 
 class _MistralChatBase:
@@ -36,7 +40,7 @@ class _MistralChatBase:
         self.supports_tools = "tools" in entry.capabilities
         self.attachment_types = (IMAGE_TYPES if "vision" in entry.capabilities else frozenset()) | (
             AUDIO_TYPES if "audio" in entry.capabilities else frozenset()
-        )
+        ) | (DOCUMENT_TYPES if "documents" in entry.capabilities else frozenset())
 
     def get_key(self, explicit_key: str | None = None) -> str:
         # llm asks for the key before execute(): say "retired" before "no key" for a retired model.
@@ -44,7 +48,9 @@ class _MistralChatBase:
             raise MistralSuiteError(retired_message(self.entry))
         return mistral_key(explicit_key)
 
-    def request_body(self, prompt: llm.Prompt, stream: bool) -> dict[str, Any]:
+    def request_body(
+        self, prompt: llm.Prompt, stream: bool, uploads: "DocumentUploads | None" = None
+    ) -> dict[str, Any]:
         entry, options = self.entry, prompt.options
         if options.reasoning_effort is not None and "reasoning" not in entry.capabilities:
             raise MistralSuiteError(
@@ -53,7 +59,8 @@ class _MistralChatBase:
             )
         from .limits import MISTRAL_ATTACHMENT_LIMITS  # here, not at start-up: only a prompt needs it
 
-        messages = chat_messages(prompt, thinking=True, limits=MISTRAL_ATTACHMENT_LIMITS)
+        messages = chat_messages(prompt, thinking=True, limits=MISTRAL_ATTACHMENT_LIMITS,
+                                 replaced=uploads.replaced if uploads else None)
         if options.prefix is not None:
             messages.append({"role": "assistant", "content": options.prefix, "prefix": True})
         body: dict[str, Any] = {"model": entry.api_name, "messages": messages}
@@ -74,9 +81,12 @@ class _MistralChatBase:
             body["response_format"] = json_schema_format(prompt.schema)
         return body
 
-    def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None) -> ReplyRequest:
+    def reply_request(
+        self, prompt: llm.Prompt, stream: bool, key: str | None, uploads: "DocumentUploads | None" = None
+    ) -> ReplyRequest:
+        body = self.request_body(prompt, stream, uploads)
         return ReplyRequest(
-            mistral_endpoint(), "/chat/completions", key, self.request_body(prompt, stream), self.entry.api_name,
+            mistral_endpoint(), "/chat/completions", key, body, self.entry.api_name,
             explain=lambda error: missing_model_error(self.entry, error),
         )
 
@@ -95,6 +105,27 @@ def tool_choice(choice: str, tools: list[dict[str, Any]]) -> Any:
 class MistralChat(_MistralChatBase, ReplyModel, llm.KeyModel):
     """A chat model of Mistral's API."""
 
+    def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
+        from .documents import delete_uploads, upload_large_documents
+
+        uploads = upload_large_documents(prompt, key)  # PDFs too large to send inline, for this request only
+        try:
+            yield from run_reply(self.reply_request(prompt, stream, key, uploads), stream, response)
+        finally:
+            delete_uploads(key, uploads)
+
 
 class AsyncMistralChat(_MistralChatBase, AsyncReplyModel, llm.AsyncKeyModel):
     """Async twin of ``MistralChat``."""
+
+    async def execute(self, prompt, stream, response, conversation, key=None):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        from .documents import delete_uploads, upload_large_documents
+
+        uploads = await asyncio.to_thread(upload_large_documents, prompt, key)
+        try:
+            async for event in arun_reply(self.reply_request(prompt, stream, key, uploads), stream, response):
+                yield event
+        finally:
+            await asyncio.to_thread(delete_uploads, key, uploads)

@@ -12,7 +12,7 @@ from typing import BinaryIO
 import click
 import llm
 
-from .catalog import GA, CatalogEntry, catalog_cache_path, load_catalog, names_in_use
+from .catalog import GA, RETIRED, CatalogEntry, catalog_cache_path, load_catalog, names_in_use
 from .embeddings import embedding_models
 from .errors import MistralSuiteError
 from .fim import FIM_DEFAULT_MODEL, CodestralFIM
@@ -26,7 +26,10 @@ from .transport import request_json
 @click.command(name="models")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
 def models_command(as_json: bool) -> None:
-    """List the Mistral API models llm knows (built in, plus `llm mistral refresh`)."""
+    """List the Mistral API models llm knows (built in, plus `llm mistral refresh`).
+
+    For a retired model: the local or server model that runs it here, or the command that gets one."""
+    runners = retired_model_runners()
     rows = [
         {
             "id": model_id,
@@ -36,6 +39,8 @@ def models_command(as_json: bool) -> None:
             "replacement": entry.replacement,
             "context": entry.context,
             "capabilities": sorted(capabilities),
+            **({"runs_here": runners.get(entry.local_route or "", []), "local_route": entry.local_route}
+               if entry.status == RETIRED else {}),
         }
         for entry in load_catalog()
         for model_id, aliases, capabilities in usable_ids(entry)
@@ -43,7 +48,7 @@ def models_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    header = ("id", "aliases", "status", "context", "capabilities")
+    header = ("id", "aliases", "status", "context", "capabilities", "runs here")
     table = [
         (
             row["id"],
@@ -52,6 +57,8 @@ def models_command(as_json: bool) -> None:
             + (f" -> {row['replacement']}" if row["replacement"] and row["status"] != GA else ""),
             f"{row['context'] // 1024}k" if row["context"] else "",
             " ".join(row["capabilities"]),
+            ", ".join(row["runs_here"]) if row.get("runs_here") else
+            f"llm mistral local download {row['local_route']}" if row.get("local_route") else "",
         )
         for row in rows
     ]
@@ -70,6 +77,18 @@ def usable_ids(entry: CatalogEntry) -> list[tuple[str, tuple[str, ...], frozense
     if entry.api_name == FIM_DEFAULT_MODEL:
         ids.append((CodestralFIM.model_id, ("codestral-fim",), frozenset({"fim"})))
     return ids
+
+
+def retired_model_runners() -> dict[str, list[str]]:
+    """Local download name -> the local and server models registered here that run it."""
+    from .local.download import local_runners, matching_downloads
+
+    runners = local_runners()
+    for server in load_servers():
+        if not server.embedding:
+            for key in matching_downloads(server.model or server.name):
+                runners.setdefault(key, []).append(server.name)
+    return runners
 
 
 @click.command(name="refresh")

@@ -78,6 +78,21 @@ def embedding_item_labels(count: int) -> tuple[list[str], str]:
 ROW_IN_ERROR = r"(?i)\b(?:inputs?|index)(?: id)?(?:\s+|\.|\[)(\d+)\b"  # compiled on the first error
 
 
+def input_problem(text: object) -> str | None:
+    """Why ``text`` cannot be embedded (a sentence that follows the item's name), or None when it can."""
+    if not isinstance(text, str):
+        return "is not text; this model embeds text only."
+    bad = not_utf8(text)
+    if bad:
+        return bad
+    if not text.strip():
+        return "is empty (or only whitespace), which cannot be embedded."
+    if len(text.encode("utf-8")) // 6 > MAX_TOKENS_PER_INPUT:  # too long even by a low estimate
+        return (f"is too long to embed (about {estimate_tokens(text)} tokens; the limit is "
+                f"{MAX_TOKENS_PER_INPUT} per input). Split it into smaller pieces.")
+    return None
+
+
 def _as_sentence(text: str) -> str:
     return text.rstrip().rstrip(".") + "."
 
@@ -196,20 +211,9 @@ class MistralEmbedding(llm.EmbeddingModel):
         labels, unstored = embedding_item_labels(len(texts))  # here, on llm's thread: the ids are in its frames
         unstored = f" {unstored}" if unstored else ""
         for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise MistralSuiteError(f"{labels[index]} is not text; this model embeds text only.{unstored}")
-            bad = not_utf8(text)
-            if bad:
-                raise MistralSuiteError(f"{labels[index]} {bad}{unstored}")
-            if not text.strip():
-                raise MistralSuiteError(
-                    f"{labels[index]} is empty (or only whitespace), which cannot be embedded.{unstored}"
-                )
-            if len(text.encode("utf-8")) // 6 > MAX_TOKENS_PER_INPUT:  # too long even by a low estimate
-                raise MistralSuiteError(
-                    f"{labels[index]} is too long to embed (about {estimate_tokens(text)} tokens; "
-                    f"the limit is {MAX_TOKENS_PER_INPUT} per input). Split it into smaller pieces.{unstored}"
-                )
+            problem = input_problem(text)
+            if problem:
+                raise MistralSuiteError(f"{labels[index]} {problem}{unstored}")
         key = key or self.get_key()
         yield from EmbeddingJob(self, texts, key, labels, unstored.strip()).run()
 

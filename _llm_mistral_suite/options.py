@@ -31,7 +31,7 @@ class OptionsFor:
         return option_classes()[self.name]
 
 
-OPTION_CLASSES = ("OptionsBase", "MistralOptions", "FIMOptions", "ServerOptions", "LocalOptions")
+OPTION_CLASSES = ("OptionsBase", "MistralOptions", "FIMOptions", "ServerOptions", "LocalOptions", "TranscribeOptions")
 
 
 def __getattr__(name: str) -> type[llm.Options]:
@@ -140,6 +140,43 @@ def option_classes() -> dict[str, type[llm.Options]]:
         suffix: Optional[str] = Field(
             None, description="Fill in the middle (Codestral GGUF files): the code after the gap; the prompt is the code before it"
         )
+        tool_choice: Optional[str] = Field(
+            None, description="auto, none, any, required, or the name of one tool the model must call (enforced by a grammar)"
+        )
 
-    classes = (OptionsBase, MistralOptions, FIMOptions, ServerOptions, LocalOptions)
+    class TranscribeOptions(llm.Options):
+        """Options of ``POST /v1/audio/transcriptions`` (the voxtral-transcribe model); each is sent only when set."""
+
+        model_config = ConfigDict(defer_build=True, extra="forbid")
+
+        model: Optional[str] = Field(None, description="A transcription model: voxtral-mini-latest (default) or another")
+        language: Optional[str] = Field(
+            None, pattern=r"^[A-Za-z]{2}$", description="The audio's language as two letters, e.g. en (improves accuracy)"
+        )
+        diarize: Optional[bool] = Field(None, description="Label the speakers (speaker_1: ...)")
+        timestamps: Optional[Literal["segment", "word"]] = Field(
+            None, description="Timed segments or words (kept in the log's response JSON; subtitles use them)"
+        )
+        context_bias: Optional[Union[str, list[str]]] = Field(
+            None, description="Words to expect (names, jargon): comma-separated, or a JSON list"
+        )
+        temperature: Optional[float] = Field(None, ge=0, description="Sampling temperature")
+        cache: Optional[bool] = Field(
+            None, description="Reuse the transcript of the same audio with the same options (default: true)"
+        )
+
+        @field_validator("context_bias", mode="before")
+        @classmethod
+        def _words(cls, value: Any) -> Any:
+            value = _json_list_or_str(value)
+            words = value.split(",") if isinstance(value, str) else value
+            if not isinstance(words, list):
+                return value
+            words = [str(word).strip() for word in words if str(word).strip()]
+            spaced = [word for word in words if any(ch.isspace() for ch in word)]
+            if spaced:
+                raise ValueError(f"context_bias takes single words without spaces or commas, not {spaced[0]!r}")
+            return words
+
+    classes = (OptionsBase, MistralOptions, FIMOptions, ServerOptions, LocalOptions, TranscribeOptions)
     return {cls.__name__: cls for cls in classes}

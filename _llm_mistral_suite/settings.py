@@ -48,6 +48,15 @@ def embed_concurrency() -> int:
     return max(1, int(env_float("LLM_MISTRAL_EMBED_CONCURRENCY", 4)))
 
 
+def inline_limit_bytes() -> int:
+    """``LLM_MISTRAL_INLINE_LIMIT_MB``: documents up to this size go inside the request as data; larger ones are
+    uploaded to /v1/files first (and deleted afterwards)."""
+    return max(0, int(env_float("LLM_MISTRAL_INLINE_LIMIT_MB", 10.0) * 1024 * 1024))
+def batch_poll_seconds() -> float:
+    """``LLM_MISTRAL_BATCH_POLL``: the first wait between two looks at a batch job (it grows to a minute)."""
+    return max(0.0, env_float("LLM_MISTRAL_BATCH_POLL", 2.0))
+
+
 def llamafile_base_url() -> str:
     """``LLM_LLAMAFILE_BASE_URL``: where ``llm -m llamafile`` looks."""
     return os.environ.get("LLM_LLAMAFILE_BASE_URL") or LLAMAFILE_BASE_URL

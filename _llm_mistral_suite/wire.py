@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Union
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional, Union
 
 import llm
 from llm.parts import StreamEvent
 
-from .catalog import AUDIO_TYPES
+from .catalog import AUDIO_TYPES, DOCUMENT_TYPES
 from .errors import MistralSuiteError, StreamCutError
 
 if TYPE_CHECKING:
@@ -35,22 +36,31 @@ def wire_tool_call_id(tool_call_id: str | None) -> str:
 
 
 def attachment_chunk(attachment: llm.Attachment) -> dict[str, Any]:
-    """An image (URL or data URI) or audio content chunk for an attachment."""
+    """An image (URL or data URI), audio, or document (URL or data URI) content chunk for an attachment."""
     mime = attachment.resolve_type()
     if mime in AUDIO_TYPES:
         return {"type": "input_audio", "input_audio": attachment.base64_content()}
+    if mime in DOCUMENT_TYPES:
+        chunk = {"type": "document_url",
+                 "document_url": attachment.url or f"data:{mime};base64,{attachment.base64_content()}"}
+        if attachment.path:
+            chunk["document_name"] = PurePath(attachment.path).name
+        return chunk
     url = attachment.url or f"data:{mime};base64,{attachment.base64_content()}"
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def chat_messages(prompt: llm.Prompt, *, thinking: bool, limits: "AttachmentLimits | None" = None
-                  ) -> list[dict[str, Any]]:
+def chat_messages(
+    prompt: llm.Prompt, *, thinking: bool, limits: "AttachmentLimits | None" = None,
+    replaced: Optional[Mapping[int, llm.Attachment]] = None,
+) -> list[dict[str, Any]]:
     """OpenAI-style messages for the whole conversation in ``prompt.messages``.
 
     ``thinking`` keeps reasoning parts as Mistral ``thinking`` chunks on assistant turns (reasoning
     models need their thinking back); servers that do not take them get the answer text only.
-    ``limits``: the service's attachment limits, checked before any attachment is read. A prompt with
-    nothing to answer (empty, or only whitespace, and no attachment) is an error, not an empty request.
+    ``limits``: the service's attachment limits, checked before any attachment is read. ``replaced`` maps
+    ``id(attachment)`` to the attachment to send instead (an uploaded document's URL). A prompt with nothing to
+    answer (empty, or only whitespace, and no attachment) is an error, not an empty request.
     """
     from llm.parts import (
         AttachmentPart,
@@ -97,7 +107,7 @@ def chat_messages(prompt: llm.Prompt, *, thinking: bool, limits: "AttachmentLimi
                      "function": {"name": part.name, "arguments": json.dumps(part.arguments)}}
                 )
             elif isinstance(part, AttachmentPart) and part.attachment is not None:
-                chunks.append(attachment_chunk(part.attachment))
+                chunks.append(attachment_chunk((replaced or {}).get(id(part.attachment), part.attachment)))
         text = "\n".join(texts)
         if chunks:
             content: Any = [chunk for chunk in chunks if chunk["type"] == "thinking"]

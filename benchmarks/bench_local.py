@@ -1,4 +1,4 @@
-"""Local models (issue 4): an 8-turn chat and generation speed on a random-weight Mixtral-style GGUF.
+"""Local models (issues 4, 14): 8-turn chats and generation speed on random-weight Mixtral-style and Mamba-2 GGUFs.
 
 The model (~83 MB: 512 wide, 8 layers, 8 experts with 2 used per token, F16) is written by
 tests/gguf_factory.py into benchmarks/.work/ on first use. Three ways to hold the same 8-turn chat
@@ -17,7 +17,12 @@ Generation speed: after a warm-up, 256 tokens from a short prompt, through the p
 ``model.prompt``, streamed) and through llama-cpp-python's ``create_chat_completion(stream=True)``;
 tokens/s over the decode phase (first token to last) and end to end.
 
-    .venv/bin/python benchmarks/bench_local.py [--rounds 5] [--threads 1] [--append-results]
+Codestral Mamba's architecture (``--part mamba``): the same 8-turn chat on a random-weight Mamba-2 GGUF (~37 MB:
+512 wide, 8 layers, d_inner 1024, d_state 64, F16), through the plugin and through llama-cpp-python with one
+``Llama`` kept loaded. A Mamba state cannot be cut back: llama-cpp-python re-reads the whole conversation each
+turn unless the new prompt extends exactly what it evaluated, which the plugin's prompts do.
+
+    .venv/bin/python benchmarks/bench_local.py [--part all|mixtral|mamba] [--rounds 5] [--threads 1] [--append-results]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from _common import WORK, machine_line  # noqa: E402
 
 MODEL = WORK / "mixtral-bench-512x8-moe8.gguf"
+MAMBA_MODEL = WORK / "mamba2-bench-512x8.gguf"
 TURNS, WORDS_PER_TURN, REPLY_TOKENS, GEN_TOKENS = 8, 150, 64, 256
 
 
@@ -51,6 +57,17 @@ def ensure_model() -> Path:
                         n_head_kv=4, n_expert=8, n_expert_used=2, context_length=4096, seed=0, dtype="f16")
         MODEL.with_suffix(".tmp").replace(MODEL)
     return MODEL
+
+
+def ensure_mamba_model() -> Path:
+    if not MAMBA_MODEL.exists():
+        from gguf_factory import write_tiny_mamba2_gguf
+
+        WORK.mkdir(parents=True, exist_ok=True)
+        write_tiny_mamba2_gguf(MAMBA_MODEL.with_suffix(".tmp"), n_embd=512, n_layer=8, d_inner=1024, d_state=64,
+                               n_group=1, head_dim=64, context_length=4096, seed=0, dtype="f16")
+        MAMBA_MODEL.with_suffix(".tmp").replace(MAMBA_MODEL)
+    return MAMBA_MODEL
 
 
 def user_turns() -> list[str]:
@@ -75,14 +92,14 @@ def _llama(threads: int):
     return llama_cpp
 
 
-def child_plugin_chat(threads: int) -> dict:
+def child_plugin_chat(threads: int, name: str = "bench") -> dict:
     import llm
     import sqlite_utils
     from llm.migrations import migrate
 
     db = sqlite_utils.Database(Path(os.environ["LLM_USER_PATH"]) / "logs.db")
     migrate(db)
-    model = llm.get_model("mistral-local/bench")
+    model = llm.get_model(f"mistral-local/{name}")
     conversation = model.conversation()
     start, cpu = time.perf_counter(), time.process_time()
     details = []
@@ -101,7 +118,7 @@ def child_plugin_chat(threads: int) -> dict:
             "logging": logging}
 
 
-def child_direct_chat(threads: int, reload_each_turn: bool) -> dict:
+def child_direct_chat(threads: int, reload_each_turn: bool, path: Path = MODEL) -> dict:
     start, cpu = time.perf_counter(), time.process_time()  # like the plugin, which imports llama_cpp on its first turn
     llama_cpp = _llama(threads)
     llama = None
@@ -110,7 +127,7 @@ def child_direct_chat(threads: int, reload_each_turn: bool) -> dict:
         if llama is None or reload_each_turn:
             if llama is not None:
                 llama.close()
-            llama = llama_cpp.Llama(str(MODEL), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
+            llama = llama_cpp.Llama(str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
                                     n_gpu_layers=0, verbose=False)
         messages.append({"role": "user", "content": text})
         reply = "".join(
@@ -173,6 +190,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=5, help="generation runs of each way per child")
+    parser.add_argument("--part", choices=("all", "mixtral", "mamba"), default="all")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--append-results", action="store_true", help="append the section to benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -183,16 +201,27 @@ def main() -> None:
             "direct-chat": lambda: child_direct_chat(args.threads, reload_each_turn=False),
             "reload-chat": lambda: child_direct_chat(args.threads, reload_each_turn=True),
             "gen": lambda: child_gen(args.threads, args.reps),
+            "mamba-plugin-chat": lambda: child_plugin_chat(args.threads, "mamba-bench"),
+            "mamba-direct-chat": lambda: child_direct_chat(args.threads, reload_each_turn=False, path=MAMBA_MODEL),
         }
         print(json.dumps(children[args.child]()))
         return
 
     load_before = _load()
-    model = ensure_model()
+    model = ensure_model() if args.part in ("all", "mixtral") else MODEL
+    mamba = ensure_mamba_model() if args.part in ("all", "mamba") else MAMBA_MODEL
     user = tempfile.mkdtemp(prefix="llm-user-local-", dir=WORK)
     (Path(user) / "mistral-suite-local.json").write_text(
-        json.dumps({"models": {"bench": {"path": str(model), "aliases": []}}})
+        json.dumps({"models": {"bench": {"path": str(model), "aliases": []},
+                               "mamba-bench": {"path": str(mamba), "aliases": []}}})
     )
+    if args.part == "mamba":
+        text = mamba_section(args, user, load_before)
+        print(text)
+        if args.append_results:
+            with (HERE / "RESULTS.md").open("a") as results:
+                results.write(text)
+        return
     chat: dict[str, list[float]] = {"plugin-chat": [], "direct-chat": [], "reload-chat": []}
     chat_cpu: dict[str, list[float]] = {kind: [] for kind in chat}
     gen: dict[str, dict[str, list[float]]] = {"plugin": {}, "direct": {}}
@@ -263,10 +292,60 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
+    if args.part == "all":
+        text += mamba_section(args, user, load_before)
     print(text)
     if args.append_results:
         with (HERE / "RESULTS.md").open("a") as results:
             results.write(text)
+
+
+def mamba_section(args: argparse.Namespace, user: str, load_before: str) -> str:
+    """The Mamba-2 8-turn chat, plugin against llama-cpp-python with one ``Llama`` kept loaded."""
+    kinds = ("mamba-plugin-chat", "mamba-direct-chat")
+    wall: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
+    turns = None
+    for round_number in range(args.rounds):
+        for kind in kinds if round_number % 2 == 0 else kinds[::-1]:
+            result = run_child(kind, args.threads, user)
+            wall[kind].append(result["seconds"])
+            cpu[kind].append(result["cpu"])
+            turns = result.get("turns") or turns
+        print(f"mamba round {round_number + 1}: "
+              + ", ".join(f"{k} {wall[k][-1]:.2f} s (cpu {cpu[k][-1]:.2f} s)" for k in kinds), file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    prompt_total = sum(t["input"] for t in turns or [])
+    cached_total = sum(t["cached"] for t in turns or [])
+    per_turn = ", ".join(f"{t['input'] - t['cached']}" for t in turns or [])
+    return "\n".join([
+        "",
+        "## Codestral Mamba's architecture: 8-turn chat on a Mamba-2 model (bench_local.py --part mamba)",
+        "",
+        f"Machine: {machine_line()}; load average at the start {load_before}, at the end {_load()}. "
+        f"llama-cpp-python {_version('llama-cpp-python')}, llm {_version('llm')}, {args.threads} thread(s), CPU only.",
+        f"Model: random-weight Mamba-2 GGUF from tests/gguf_factory.py, {MAMBA_MODEL.stat().st_size / 1e6:.0f} MB "
+        "(512 wide, 8 layers, d_inner 1024, d_state 64, 1 group, head_dim 64, F16). The same chat as above: 8 user "
+        f"turns of 150 words, replies of up to {REPLY_TOKENS} tokens, temperature 0, each chat a fresh child process "
+        f"timed from before the model loads to the last token. Medians of {args.rounds} interleaved rounds.",
+        "",
+        "| 8-turn chat, Mamba-2 | wall, median | CPU, median | wall, all rounds (s) |",
+        "|---|---|---|---|",
+        f"| plugin: llm Python API, `conversation.prompt()` per turn, streamed and logged (as `llm chat`) | "
+        f"{med['mamba-plugin-chat']:.2f} s | {med_cpu['mamba-plugin-chat']:.2f} s | {_all(wall['mamba-plugin-chat'])} |",
+        f"| llama-cpp-python directly, one `Llama` kept loaded, `create_chat_completion` | "
+        f"{med['mamba-direct-chat']:.2f} s | {med_cpu['mamba-direct-chat']:.2f} s | {_all(wall['mamba-direct-chat'])} |",
+        "",
+        f"Direct / plugin: **{med['mamba-direct-chat'] / med['mamba-plugin-chat']:.1f}x** wall, "
+        f"**{med_cpu['mamba-direct-chat'] / med_cpu['mamba-plugin-chat']:.1f}x** CPU. Through the plugin the 8 turns "
+        f"read {prompt_total} prompt tokens, {cached_total} of them from the recurrent state "
+        f"({100 * cached_total / max(prompt_total, 1):.0f}%); prompt tokens evaluated per turn: {per_turn}. "
+        "llama-cpp-python used directly re-tokenizes each reply's text (other ids than the ones sampled) and "
+        "formats the prompt with its own template, so from turn 2 on its prompt diverges from what the state "
+        "holds and it re-reads the whole conversation.",
+        "",
+    ])
 
 
 def _load() -> str:

@@ -36,7 +36,7 @@ LLM_RUN_TIMEOUT = 60  # seconds for one `llm` subprocess: a hang fails the test 
 SCRUBBED_ENV = (
     "LLM_MISTRAL_KEY", "MISTRAL_API_KEY", "OPENAI_API_KEY", "LLM_MISTRAL_BASE_URL",
     "LLM_MISTRAL_TIMEOUT", "LLM_MISTRAL_MAX_ATTEMPTS", "LLM_MISTRAL_BACKOFF", "LLM_LOAD_PLUGINS",
-    "LLM_MODEL", "LLM_DEFAULT_MODEL", "LLM_RAISE_ERRORS",
+    "LLM_MODEL", "LLM_DEFAULT_MODEL", "LLM_RAISE_ERRORS", "LLM_MISTRAL_INLINE_LIMIT_MB",
 )  # fmt: skip
 TEST_SETTINGS = {
     "LLM_MISTRAL_BACKOFF": "0.01",  # full-jitter backoff base: retries take milliseconds

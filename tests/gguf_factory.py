@@ -16,6 +16,7 @@ import gguf
 
 __all__ = [
     "MISTRAL_V3_TEMPLATE", "MISTRAL_V1_HF_TEMPLATE", "DEFAULT_WORDS", "MISTRAL_TOKENIZER_FILES",
+    "DERIVED_TEKKEN_VERSIONS", "TEKKEN_SPECIAL_NAMES", "write_tiny_pixtral_mmproj",
     "mistral_tokenizer_file", "write_tiny_gguf", "write_tiny_mamba2_gguf", "write_mistral_vocab_gguf",
 ]  # fmt: skip
 
@@ -80,14 +81,16 @@ paper light morning evening apple bread milk tea coffee chair garden school lett
 """.split()
 
 
-def _vocabulary(words: list[str], fim_tokens: bool = False) -> tuple[list[str], list[float], list[int], list[bool]]:
+def _vocabulary(
+    words: list[str], fim_tokens: bool = False, inst_tokens: bool = True
+) -> tuple[list[str], list[float], list[int], list[bool]]:
     """Build an SPM vocabulary: specials, control tokens, 256 byte tokens, then normal pieces.
 
     Returns tokens, scores, token types and, per token, whether the model may generate it (whole words).
     """
-    tokens = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"]
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL,
-             gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    tokens = ["<unk>", "<s>", "</s>"] + (["[INST]", "[/INST]"] if inst_tokens else [])
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    types += [gguf.TokenType.CONTROL] * (len(tokens) - 3)
     if fim_tokens:  # Codestral's fill-in-the-middle control tokens
         tokens += ["[PREFIX]", "[SUFFIX]", "[MIDDLE]"]
         types += [gguf.TokenType.CONTROL] * 3
@@ -125,6 +128,20 @@ MISTRAL_TOKENIZER_FILES: dict[str, str] = {
     "tekken": "tekken_240718.json",
 }
 
+# Today's Mistral models (Mistral Small 3.x, Devstral, Magistral, Ministral 3) use later instruct versions of the
+# tekken tokenizer, whose files mistral-common does not ship: v7 ([SYSTEM_PROMPT] blocks, [TOOL_CONTENT] in tool
+# results), v11 (calls as [TOOL_CALLS]name[CALL_ID]id[ARGS]{...}) and v13 (no call ids, tools before the first
+# user message, [THINK]...[/THINK]). "tekken-v7", "tekken-v11" and "tekken-v13" are Nemo's tekken file with
+# that version and these named special tokens (the layout of Mistral Small 3.x's and Magistral's tekken.json:
+# [ARGS], [CALL_ID], [THINK], [/THINK] at 32-35); all three give the same GGUF vocabulary.
+DERIVED_TEKKEN_VERSIONS: dict[str, str] = {"tekken-v7": "v7", "tekken-v11": "v11", "tekken-v13": "v13"}
+TEKKEN_SPECIAL_NAMES: dict[int, str] = {
+    0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 5: "[AVAILABLE_TOOLS]", 6: "[/AVAILABLE_TOOLS]",
+    7: "[TOOL_RESULTS]", 8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]", 10: "[IMG]", 11: "<pad>", 12: "[IMG_BREAK]",
+    13: "[IMG_END]", 14: "[PREFIX]", 15: "[MIDDLE]", 16: "[SUFFIX]", 17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]",
+    19: "[TOOL_CONTENT]", 32: "[ARGS]", 33: "[CALL_ID]", 34: "[THINK]", 35: "[/THINK]",
+}  # fmt: skip
+
 _CONST = 0  # the reserved constant embedding dimension: no layer writes to it
 
 _FILE_TYPES = {
@@ -134,9 +151,28 @@ _FILE_TYPES = {
 }
 
 
-def mistral_tokenizer_file(kind: Literal["v3", "tekken"]) -> pathlib.Path:
-    """The installed mistral-common's tokenizer file for ``kind`` (ImportError without mistral-common)."""
-    return pathlib.Path(str(importlib.resources.files("mistral_common") / "data" / MISTRAL_TOKENIZER_FILES[kind]))
+def mistral_tokenizer_file(kind: str) -> pathlib.Path:
+    """The installed mistral-common's tokenizer file for ``kind`` (ImportError without mistral-common); for the
+    ``DERIVED_TEKKEN_VERSIONS``, a derived file written once into the temporary directory."""
+    import importlib.metadata
+    import json
+
+    if kind not in DERIVED_TEKKEN_VERSIONS:
+        return pathlib.Path(str(importlib.resources.files("mistral_common") / "data" / MISTRAL_TOKENIZER_FILES[kind]))
+    version = importlib.metadata.version("mistral-common")
+    path = pathlib.Path(tempfile.gettempdir()) / f"gguf-factory-{kind}-mistral-common-{version}.json"
+    if not path.exists():
+        data = json.loads(mistral_tokenizer_file("tekken").read_text())
+        count = data["config"]["default_num_special_tokens"]
+        data["config"] = {**data["config"], "version": DERIVED_TEKKEN_VERSIONS[kind]}
+        data["special_tokens"] = [
+            {"rank": i, "token_str": TEKKEN_SPECIAL_NAMES.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+            for i in range(count)
+        ]
+        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        part.write_text(json.dumps(data))
+        part.replace(path)
+    return path
 
 
 def _file_type(dtype: str) -> gguf.LlamaFileType:
@@ -322,6 +358,7 @@ def write_tiny_gguf(
     words: list[str] | None = None,
     dtype: str = "f16",
     fim_tokens: bool = False,
+    inst_tokens: bool = True,
 ) -> pathlib.Path:
     """Write a random-weight llama-architecture GGUF (Mistral-like, or Mixtral-like if ``moe``) to ``path``.
 
@@ -335,13 +372,16 @@ def write_tiny_gguf(
     norms and the MoE router are F32. Same arguments, same bytes.
     ``chat_template=None`` leaves ``tokenizer.chat_template`` out. ``fim_tokens`` adds Codestral's control
     tokens ``[PREFIX]``/``[SUFFIX]``/``[MIDDLE]`` (ids 5/6/7, after ``[/INST]``; the byte tokens and words
-    move up by 3). Returns the path as a ``pathlib.Path``.
+    move up by 3). ``inst_tokens=False`` leaves ``[INST]``/``[/INST]`` out of the vocabulary, as in Mistral
+    7B v0.1/v0.2's and Mixtral 8x7B's (v1 tokenizer: the markers are plain text); the ids after ``</s>`` move
+    down by 2. Returns the path as a ``pathlib.Path``.
     """
     file_type = _file_type(dtype)
     if moe and not 0 < n_expert_used <= n_expert:
         raise ValueError("need 0 < n_expert_used <= n_expert")
     path = pathlib.Path(path)
-    tokens, scores, types, emit = _vocabulary(DEFAULT_WORDS if words is None else list(words), fim_tokens)
+    tokens, scores, types, emit = _vocabulary(DEFAULT_WORDS if words is None else list(words), fim_tokens,
+                                              inst_tokens)
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_name("tiny-mixtral" if moe else "tiny-mistral")
     writer.add_file_type(file_type)
@@ -431,11 +471,11 @@ class _RealVocab(NamedTuple):
 
 
 @functools.cache
-def _real_vocab(kind: Literal["v3", "tekken"]) -> _RealVocab:
+def _real_vocab(kind: str) -> _RealVocab:
     """Read mistral-common's ``kind`` tokenizer through gguf's ``MistralVocab``, as llama.cpp's converter
     does for Mistral-format checkpoints (it picks the file by name from a model directory)."""
     with tempfile.TemporaryDirectory() as tmp:
-        (pathlib.Path(tmp) / ("tekken.json" if kind == "tekken" else "tokenizer.model.v3")).symlink_to(
+        (pathlib.Path(tmp) / ("tokenizer.model.v3" if kind == "v3" else "tekken.json")).symlink_to(
             mistral_tokenizer_file(kind)
         )
         vocab = gguf.MistralVocab(pathlib.Path(tmp))
@@ -464,7 +504,7 @@ def _real_vocab(kind: Literal["v3", "tekken"]) -> _RealVocab:
 
 def write_mistral_vocab_gguf(
     path: str | os.PathLike[str],
-    tokenizer: Literal["v3", "tekken"],
+    tokenizer: str,
     *,
     arch: Literal["llama", "mamba2"] = "llama",
     add_space_prefix: bool | None = None,
@@ -481,7 +521,8 @@ def write_mistral_vocab_gguf(
     tokens, ``tokenizer.ggml.model`` "llama", ``<unk>`` typed UNKNOWN, ids 1-750 (``<s>``, ``</s>``,
     ``[INST]``, ... ``[control_N]``) CONTROL, ``<0x00>``-``<0xFF>`` (ids 771-1026) BYTE. It needs mistral-common's
     optional ``sentencepiece`` package. "tekken" is Mistral Nemo's: 131072 tokens, model "gpt2" with
-    pre-tokenizer "tekken" and the BPE merges, its first 1000 (special) tokens CONTROL. Both are read from
+    pre-tokenizer "tekken" and the BPE merges, its first 1000 (special) tokens CONTROL ("tekken-v7", "-v11",
+    "-v13": the same with ``TEKKEN_SPECIAL_NAMES``, see ``DERIVED_TEKKEN_VERSIONS``). Both are read from
     ``MISTRAL_TOKENIZER_FILES`` with gguf's ``MistralVocab``, as llama.cpp's converter does; bos 1, eos 2,
     unk 0, pad as MistralVocab says (v3: eos, tekken: 11 ``<pad>``), add_bos true, add_eos false.
     ``add_space_prefix`` (v3 only) writes ``tokenizer.ggml.add_space_prefix``; None leaves it out, and
@@ -490,8 +531,8 @@ def write_mistral_vocab_gguf(
     16, d_state 16 and 1 group. As in ``write_tiny_gguf``, only whole-text NORMAL tokens are ever sampled
     (never EOS, control, byte or partial-UTF-8 tokens). Same arguments, same bytes.
     """
-    if tokenizer not in MISTRAL_TOKENIZER_FILES:
-        raise ValueError(f"tokenizer must be 'v3' or 'tekken', not {tokenizer!r}")
+    if tokenizer not in MISTRAL_TOKENIZER_FILES and tokenizer not in DERIVED_TEKKEN_VERSIONS:
+        raise ValueError(f"tokenizer must be 'v3', 'tekken' or one of {sorted(DERIVED_TEKKEN_VERSIONS)}, not {tokenizer!r}")
     if arch not in ("llama", "mamba2"):
         raise ValueError(f"arch must be 'llama' or 'mamba2', not {arch!r}")
     if add_space_prefix is not None and tokenizer != "v3":
@@ -534,5 +575,68 @@ def write_mistral_vocab_gguf(
     else:
         _mamba2_layers(t, **mamba2_dims)
     t.head(vocab.emit, n_embd)
+    _finish(writer)
+    return path
+
+
+def write_tiny_pixtral_mmproj(
+    path: str | os.PathLike[str],
+    *,
+    n_embd_text: int = 64,
+    n_embd: int = 32,
+    n_layer: int = 1,
+    n_head: int = 2,
+    n_ff: int = 64,
+    image_size: int = 64,
+    patch_size: int = 16,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Write a random-weight Pixtral-style multimodal projector (GGUF architecture ``clip``, projector type
+    ``pixtral``) that llama.cpp's mtmd library loads beside a text model of width ``n_embd_text``.
+
+    As llama.cpp's clip loader reads a Pixtral projector: the ``clip.vision.*`` hyperparameters, image mean
+    and std, SiLU; the tensors ``v.patch_embd.weight`` (a patch_size x patch_size convolution over RGB),
+    ``v.pre_ln.weight`` (RMS norm), per block ``v.blk.N.{ln1,ln2}.weight``, ``attn_{q,k,v,out}.weight`` and
+    the gated feed-forward ``ffn_{gate,up,down}.weight``, then the projector ``mm.1``/``mm.2`` (weight and
+    bias; GELU between them) into the text model's width, and ``v.token_embd.img_break``, the [IMG_BREAK]
+    embedding mtmd puts after each row of patches. A ``patch_size`` x ``patch_size`` image region becomes
+    one image token; rotary positions are 2D (theta 10000), so ``n_embd / n_head`` must divide by 4.
+    """
+    if n_embd % n_head or (n_embd // n_head) % 4:
+        raise ValueError("n_embd / n_head must be a multiple of 4 (2D rotary positions)")
+    path = pathlib.Path(path)
+    writer = gguf.GGUFWriter(path, "clip")
+    writer.add_name("tiny-pixtral-mmproj")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_clip_has_vision_encoder(True)
+    writer.add_clip_projector_type("pixtral")
+    writer.add_vision_projection_dim(n_embd_text)
+    writer.add_vision_embedding_length(n_embd)
+    writer.add_vision_feed_forward_length(n_ff)
+    writer.add_vision_block_count(n_layer)
+    writer.add_vision_head_count(n_head)
+    writer.add_vision_attention_layernorm_eps(1e-5)
+    writer.add_vision_image_size(image_size)
+    writer.add_vision_patch_size(patch_size)
+    writer.add_vision_image_mean([0.48145466, 0.4578275, 0.40821073])
+    writer.add_vision_image_std([0.26862954, 0.26130258, 0.27577711])
+    writer.add_vision_use_silu(True)
+    t = _Tensors(writer, "f32", seed)
+    t.f32("v.patch_embd.weight", t.rand(n_embd, 3, patch_size, patch_size, scale=(3 * patch_size**2) ** -0.5))
+    t.f32("v.pre_ln.weight", np.ones(n_embd))
+    for i in range(n_layer):
+        blk = f"v.blk.{i}"
+        t.f32(f"{blk}.ln1.weight", np.ones(n_embd))
+        t.f32(f"{blk}.ln2.weight", np.ones(n_embd))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            t.f32(f"{blk}.{name}.weight", t.rand(n_embd, n_embd, scale=n_embd**-0.5))
+        t.f32(f"{blk}.ffn_gate.weight", t.rand(n_ff, n_embd, scale=n_embd**-0.5))
+        t.f32(f"{blk}.ffn_up.weight", t.rand(n_ff, n_embd, scale=n_embd**-0.5))
+        t.f32(f"{blk}.ffn_down.weight", t.rand(n_embd, n_ff, scale=n_ff**-0.5))
+    t.f32("mm.1.weight", t.rand(n_embd_text, n_embd, scale=n_embd**-0.5))
+    t.f32("mm.1.bias", np.zeros(n_embd_text))
+    t.f32("mm.2.weight", t.rand(n_embd_text, n_embd_text, scale=n_embd_text**-0.5))
+    t.f32("mm.2.bias", np.zeros(n_embd_text))
+    t.f32("v.token_embd.img_break", t.rand(n_embd_text, scale=1.0))
     _finish(writer)
     return path

@@ -14,7 +14,9 @@ pytest.importorskip("gguf")
 
 from click.testing import CliRunner  # noqa: E402
 from conftest import assert_cli_ok, run_llm_process  # noqa: E402
-from gguf_factory import DEFAULT_WORDS, MISTRAL_V1_HF_TEMPLATE, write_tiny_gguf  # noqa: E402
+from gguf_factory import (  # noqa: E402
+    DEFAULT_WORDS, MISTRAL_V1_HF_TEMPLATE, write_tiny_gguf, write_tiny_mamba2_gguf, write_tiny_pixtral_mmproj,
+)  # fmt: skip
 from inprocess import invoke_llm  # noqa: E402
 
 from _llm_mistral_suite.local import registry
@@ -34,8 +36,10 @@ def ggufs(tmp_path_factory):
     return SimpleNamespace(
         dense=write_tiny_gguf(folder / "tiny-dense.gguf"),
         moe=write_tiny_gguf(folder / "tiny-moe.gguf", moe=True, seed=1),
-        v1=write_tiny_gguf(folder / "tiny-v1.gguf", chat_template=MISTRAL_V1_HF_TEMPLATE, seed=2),
+        v1=write_tiny_gguf(folder / "tiny-v1.gguf", chat_template=MISTRAL_V1_HF_TEMPLATE, seed=2, inst_tokens=False),
         bare=write_tiny_gguf(folder / "tiny-bare.gguf", chat_template=None, seed=3),
+        mamba=write_tiny_mamba2_gguf(folder / "tiny-mamba2.gguf", fim_tokens=True, seed=5),
+        mmproj=write_tiny_pixtral_mmproj(folder / "mmproj-tiny-pixtral.gguf", n_embd_text=64),
         folder=folder,
     )
 

@@ -60,6 +60,15 @@ def test_catalog_capabilities_shape_the_models():
         llm.get_model("mistral/mistral-embed")
 
 
+def test_vision_models_read_pdfs():
+    readers = {e.api_name for e in CHAT_ENTRIES if "application/pdf" in llm.get_model(e.model_id).attachment_types}
+    assert readers == {e.api_name for e in CHAT_ENTRIES if "vision" in e.capabilities}
+    assert "mistral-large-latest" in readers and "codestral-latest" not in readers
+    new = catalog.entry_from_card(model_card("mistral-new-1", "completion_chat", "vision"), None)
+    assert "documents" in new.capabilities
+    assert "documents" not in catalog.entry_from_card(model_card("mistral-new-2", "completion_chat"), None).capabilities
+
+
 @pytest.mark.parametrize("api_name", RETIRED)
 def test_retired_model_is_registered_and_explains_the_route(mock, key, api_name):
     model = llm.get_model(f"mistral/{api_name}")
@@ -70,7 +79,8 @@ def test_retired_model_is_registered_and_explains_the_route(mock, key, api_name)
     message = str(info.value)
     assert "retired" in message and entry.replacement in message
     if entry.local_route:
-        assert f"llm mistral local download {entry.local_route}" in message and "llamafile" in message
+        assert f"llm mistral local download {entry.local_route}" in message
+        assert ("llamafile" in message) == (entry.local_route not in catalog.NO_LLAMAFILE_ROUTES)
     assert mock.get_requests() == []
 
 

@@ -296,13 +296,12 @@ def test_latency_concurrency_and_prompt_stop():
             results.append(chat(c, "hi").status_code)
 
     threads = [threading.Thread(target=call) for _ in range(4)]
-    start = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [200] * 4 and time.monotonic() - start < 0.6
-    assert fake.max_concurrency_seen == 4
+    assert results == [200] * 4
+    assert fake.max_concurrency_seen == 4  # the four slow requests were served at the same time
     # stop() is prompt even with an idle keep-alive connection and a slow stream in progress
     fake.latency = 0
     c = httpx.Client(base_url=fake.base_url, headers=AUTH)
@@ -314,7 +313,7 @@ def test_latency_concurrency_and_prompt_stop():
         fake.stop()
         with pytest.raises(httpx.TransportError):
             r.read()
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 2.5  # not after the stream's 5 s (a bound for loaded machines, not a speed)
     c.close()
     stream_client.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import re
 import socketserver
 import subprocess
@@ -21,7 +22,7 @@ from local_kit import GREEDY  # noqa: E402
 
 from _llm_mistral_suite.catalog import BUILTIN_CATALOG
 from _llm_mistral_suite.errors import MistralSuiteError
-from _llm_mistral_suite.local.download import LOCAL_DOWNLOADS, download_file
+from _llm_mistral_suite.local.download import LOCAL_DOWNLOADS, download_file, matching_downloads
 from _llm_mistral_suite.local.registry import local_models_dir, read_local_registry
 
 
@@ -122,6 +123,8 @@ def test_download_registers_with_aliases(hub, cli, user_dir, ggufs):
     assert out.strip()
     catalog = assert_cli_ok(invoke_llm("mistral", "local", "download"))
     assert "mixtral-8x7b" in catalog and "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF" in catalog
+    [registered] = read_local_registry().values()
+    assert registered["download"] == "mistral-7b" and registered["quant"] == "Q4_K_M"
 
 
 def test_download_resumes_a_partial_file(hub, user_dir, ggufs):
@@ -173,9 +176,15 @@ def test_download_errors(hub):
 
 def test_every_retired_models_local_route_is_downloadable():
     routes = {entry.local_route for entry in BUILTIN_CATALOG if entry.local_route}
-    assert routes and routes <= set(LOCAL_DOWNLOADS)
-    for entry in LOCAL_DOWNLOADS.values():
-        assert all(name.endswith(".gguf") for name in entry["files"]) and entry["aliases"]
+    assert routes and routes <= set(LOCAL_DOWNLOADS) and "codestral-mamba" in routes
+    for key, entry in LOCAL_DOWNLOADS.items():
+        assert all(name.endswith(".gguf") for name in entry.file_names("Q4_K_M")) and entry.aliases
+        assert "Q4_K_M" in entry.quants and entry.context >= 32768
+        assert matching_downloads(entry.file_names("Q4_K_M")[0]) == [key]
+        assert ("vision" in entry.capabilities) == bool(entry.mmproj)
+    assert {"mistral-small-3.2", "devstral-small", "magistral-small", "ministral-8b", "pixtral-12b", "mistral-nemo",
+            "codestral-mamba"} <= set(LOCAL_DOWNLOADS)
+    assert "reasoning" in LOCAL_DOWNLOADS["magistral-small"].capabilities
 
 
 def test_download_file_checks_a_pinned_sha256(hub, user_dir, ggufs):
@@ -189,3 +198,79 @@ def test_download_file_checks_a_pinned_sha256(hub, user_dir, ggufs):
         download_file(url, dest, size=len(data) + 1)
     download_file(url, dest, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
     assert dest.read_bytes() == data
+
+
+# --- today's models: the catalog, quantisations, projectors ---------------------------------------------------
+
+
+def test_catalog_table_and_json():
+    table = assert_cli_ok(invoke_llm("mistral", "local", "download"))
+    header, *lines = table.splitlines()
+    assert header.split() == ["MODEL", "SIZE", "CONTEXT", "CAN", "DO", "ALIASES", "SOURCE", "(Hugging", "Face)"]
+    row = next(line for line in lines if line.startswith("magistral-small "))
+    assert "14.3 GB +proj" in row and "128k" in row and "chat reasoning tools vision" in row
+    assert "magistral-small-local" in row and "bartowski/mistralai_Magistral-Small-2509-GGUF" in row
+    mamba = next(line for line in lines if line.startswith("codestral-mamba "))
+    assert "256k" in mamba and "gabriellarson/Mamba-Codestral-7B-v0.1-GGUF" in mamba
+    rows = {row["model"]: row for row in json.loads(assert_cli_ok(invoke_llm("mistral", "local", "download", "--json")))}
+    assert rows["pixtral-12b"]["projector"] == "mmproj-mistral-community_pixtral-12b-f16.gguf"
+    assert rows["codestral-mamba"]["capabilities"] == ["fim"] and "Q8_0" in rows["codestral-mamba"]["quants"]
+
+
+def test_download_another_quant_with_its_projector(ggufs, user_dir):
+    """A vision model's projector comes with it and is registered with it; --quant picks the file."""
+    name = "mistralai_Mistral-Small-3.2-24B-Instruct-2506"
+    model_file, projector_file = f"{name}-Q8_0.gguf", f"mmproj-{name}-f16.gguf"
+    hub = FakeHub({model_file: ggufs.dense.read_bytes(), projector_file: ggufs.mmproj.read_bytes()})
+    try:
+        result = download(hub, "mistral-small-local", "--quant", "q8_0")
+        assert_cli_ok(result)
+        assert [path for path, _ in hub.requests if "/resolve/" in path] == [
+            f"/bartowski/{name}-GGUF/resolve/main/{model_file}", f"/bartowski/{name}-GGUF/resolve/main/{projector_file}"]
+        entry = read_local_registry()["mistral-small-3.2"]
+        assert entry["quant"] == "Q8_0" and entry["aliases"] == ["mistral-small-local"]
+        assert entry["mmproj"] == str(user_dir / "mistral-local" / projector_file)
+        listing = assert_cli_ok(invoke_llm("mistral", "local", "list"))
+        assert "vision" in listing and f"projector: {entry['mmproj']}" in listing
+        assert_cli_error(download(hub, "mistral-small-3.2", "--quant", "Q9_9"), "no Q9_9 quantisation", "Q5_K_M")
+        hub.files.clear()
+        assert_cli_error(download(hub, "devstral-small", "--quant", "Q6_K"), "404", "try another --quant")
+    finally:
+        hub.close()
+
+
+def test_codestral_mamba_download_runs(ggufs, user_dir):
+    hub = FakeHub({"Mamba-Codestral-7B-v0.1-Q4_K_M.gguf": ggufs.mamba.read_bytes()})
+    try:
+        assert_cli_ok(download(hub, "codestral-mamba"))
+        assert hub.requests[0][0] == ("/gabriellarson/Mamba-Codestral-7B-v0.1-GGUF/resolve/main/"
+                                      "Mamba-Codestral-7B-v0.1-Q4_K_M.gguf")
+    finally:
+        hub.close()
+    out = assert_cli_ok(invoke_llm("-m", "codestral-mamba-local", "hello", *GREEDY, "-o", "max_tokens", "3"))
+    assert out.strip()
+    assert "architecture mamba2 (recurrent state)" in assert_cli_ok(invoke_llm("mistral", "local", "list"))
+
+
+def test_retired_models_show_what_runs_them_here(ggufs, user_dir):
+    """`llm mistral models`: a retired model's row names the registered local or server model that runs it,
+    or else the command that gets one."""
+    def runs_here() -> dict[str, list[str]]:
+        rows = json.loads(assert_cli_ok(invoke_llm("mistral", "models", "--json")))
+        return {row["id"]: row["runs_here"] for row in rows if row["status"] == "retired"}
+
+    assert runs_here()["mistral/open-codestral-mamba"] == []
+    table = assert_cli_ok(invoke_llm("mistral", "models"))
+    assert "llm mistral local download codestral-mamba" in table
+    mamba_copy = user_dir / "Mamba-Codestral-7B-v0.1-Q5_K_M.gguf"
+    mamba_copy.write_bytes(ggufs.mamba.read_bytes())
+    assert_cli_ok(invoke_llm("mistral", "local", "add", str(mamba_copy), "--name", "my-mamba"))
+    assert_cli_ok(invoke_llm("mistral", "servers", "add", "big", "http://127.0.0.1:9/v1",
+                             "--model", "mistralai/Mixtral-8x22B-Instruct-v0.1"))
+    found = runs_here()
+    assert found["mistral/open-codestral-mamba"] == ["mistral-local/my-mamba"]
+    assert found["mistral/open-mixtral-8x22b"] == ["big"]
+    assert found["mistral/open-mistral-7b"] == []
+    line = next(line for line in assert_cli_ok(invoke_llm("mistral", "models")).splitlines()
+                if line.startswith("mistral/open-codestral-mamba"))
+    assert line.rstrip().endswith("mistral-local/my-mamba")

@@ -76,32 +76,29 @@ def test_prompt_tokens_are_codestrals_fim_format(ggufs):
     options = {"max_tokens": 6, "temperature": 0, "seed": 1, "n_threads": 1}
     assert model.prompt("warm up", suffix="", **options).text()
     llama = LOADED[(str(ggufs.fim), False)].llama
-    seen: list[dict] = []
-    original = llama.create_completion
+    seen: list[list[int]] = []
+    original = llama.generate
 
-    def spy(**kwargs):
-        seen.append(kwargs)
-        return original(**kwargs)
+    def spy(tokens, **kwargs):
+        seen.append(list(tokens))
+        return original(tokens, **kwargs)
 
-    llama.create_completion = spy
+    llama.generate = spy
     try:
         cases = [("def f(", "return 1"), ("x = ", " hello\n"), ("\n    ", "\n\nprint(x)\n"), ("a", "")]
         for prefix, suffix in cases:
             streamed = model.prompt(prefix, suffix=suffix, **options)
             assert streamed.text() == model.prompt(prefix, suffix=suffix, stream=False, **options).text()
     finally:
-        llama.create_completion = original
+        llama.generate = original
     bos, prefix_id, suffix_id = 1, 5, 6
     assert llama.tokenize(b"[SUFFIX]", add_bos=False, special=True) == [suffix_id]
-    for (prefix, suffix), call in zip(cases, seen[::2]):
-        tokens = call["prompt"]
+    for (prefix, suffix), tokens in zip(cases, seen[::2]):
         at = tokens.index(prefix_id)
         assert tokens[:2] == [bos, suffix_id] and tokens.count(prefix_id) == 1
         assert llama.detokenize(tokens[2:at]) == suffix.encode()  # no SentencePiece space before the suffix
         assert tokens[at + 1:] == llama.tokenize(prefix.encode(), add_bos=False)  # the prefix as mistral-common
-        assert "suffix" not in call  # llama-cpp-python's own FIM path uses token id 0 for the markers
-        assert call["seed"] == 1 and call["max_tokens"] == 6
-    pieces = [llama._model.token_get_text(token) for token in seen[0]["prompt"]]
+    pieces = [llama._model.token_get_text(token) for token in seen[0]]
     assert pieces == ["<s>", "[SUFFIX]", "re", "turn", "\u25811", "[PREFIX]", "\u2581de", "f", "\u2581f", "("]
 
 

@@ -45,7 +45,8 @@ def test_prompt_stream_no_stream_deterministic_and_usage(ggufs, cli):
     assert log["model"] == "mistral-local/tiny"
     assert log["output_tokens"] == 7 and log["input_tokens"] > 3
     assert log["response_json"]["finish_reason"] == "length"
-    assert log["response_json"]["chat_template"] == "gguf" and log["response_json"]["system_prompt"] == "native"
+    assert log["response_json"]["chat_template"] == "gguf" and log["response_json"]["system_prompt"] == "last-user"
+    assert log["response_json"]["prompt_format"].startswith("Mistral v3 instruct format")
     # A seed makes sampling repeatable across processes, even at a high temperature.
     seeded = assert_cli_ok(cli("-m", "t", "hello", "-o", "temperature", "1.5", "-o", "seed", "7", *FAST,
                                "-o", "max_tokens", "6")).rstrip("\n")
@@ -153,24 +154,26 @@ def test_stop_option_and_default_max_tokens(ggufs, user_dir):
     full = model.prompt("hello there", max_tokens=8, temperature=0, n_threads=1).text()
     words = full.split()
     stopped = model.prompt("hello there", max_tokens=8, temperature=0, n_threads=1, stop=json.dumps([" " + words[3]]))
-    assert stopped.text() == " " + " ".join(words[:3])
+    assert stopped.text() == " ".join(words[:3])  # the reply starts without SentencePiece's "▁"
     assert stopped.response_json["finish_reason"] == "stop"
     loaded = LOADED[(str(ggufs.dense), False)]
     seen = {}
+    original = loaded.llama.generate
 
-    def spy(**kwargs):
+    def spy(tokens, **kwargs):
         seen.update(kwargs)
-        raise RuntimeError("stop here")
+        return original(tokens, **kwargs)
 
-    original = loaded.llama.create_chat_completion
-    loaded.llama.create_chat_completion = spy
+    loaded.llama.generate = spy
     try:
-        with pytest.raises(MistralSuiteError, match="stop here"):
-            model.prompt("hi", n_threads=1).text()
+        default = model.prompt("hi", n_threads=1)
+        default.text()
     finally:
-        loaded.llama.create_chat_completion = original
-    assert seen["max_tokens"] == LOCAL_DEFAULT_MAX_TOKENS  # never "until the context is full"
-    assert "temperature" not in seen  # unset options keep llama-cpp-python's defaults
+        loaded.llama.generate = original
+    assert default.usage().output == LOCAL_DEFAULT_MAX_TOKENS  # never "until the context is full"
+    assert default.response_json["finish_reason"] == "length"
+    # unset options keep llama-cpp-python's chat defaults
+    assert (seen["temp"], seen["top_p"], seen["top_k"], seen["min_p"]) == (0.2, 0.95, 40, 0.05)
 
 
 def test_async_model(ggufs, user_dir):

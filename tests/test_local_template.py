@@ -49,11 +49,9 @@ def test_rendering_places_system_prompt_by_mistral_rules():
     assert v1.system_placement == "first-user" and not v1.strip_assistant
     assert v1.render(conversation) == "<s>[INST] SYS\n\none [/INST] reply</s> [INST] two [/INST]"
 
-    # No template in the GGUF: Mistral's [INST] format; v3 placement when [INST] is a control token.
-    bare = LocalChatFormatter(None, inst_is_control=True)
-    assert bare.template_source == "default" and bare.system_placement == "last-user"
-    assert bare.render(conversation) == "<s>[INST] one[/INST] reply</s>[INST] SYS\n\ntwo[/INST]"
-    bare_v1 = LocalChatFormatter(None, inst_is_control=False)
+    # No template in a GGUF fed as text ([INST] plain text: a v1 vocabulary): Mistral's v1 format.
+    bare_v1 = LocalChatFormatter(None)
+    assert bare_v1.template_source == "default" and bare_v1.system_placement == "first-user"
     assert bare_v1.render(conversation) == "<s>[INST] SYS\n\none [/INST] reply</s>[INST] two [/INST]"
 
     # A system-only prompt and repeated user turns still render (the templates demand alternation).

@@ -72,6 +72,28 @@ def test_audio_attachment_is_input_audio():
                                                  "input_audio": base64.b64encode(audio).decode()}
 
 
+def test_pdf_attachment_is_a_document_url_chunk(tmp_path):
+    pdf = tmp_path / "contract.pdf"
+    pdf.write_bytes(b"%PDF-1.4 tiny")
+    body = build("mistral-medium", [user("Summarise", llm.Attachment(path=str(pdf)),
+                                         llm.Attachment(type="application/pdf", url="https://example.com/q3.pdf"))])
+    _, local, linked = body["messages"][0]["content"]
+    assert local == {"type": "document_url", "document_name": "contract.pdf",
+                     "document_url": "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4 tiny").decode()}
+    assert linked == {"type": "document_url", "document_url": "https://example.com/q3.pdf"}
+
+
+def test_replaced_attachments_are_sent_instead():
+    from _llm_mistral_suite.wire import chat_messages
+
+    original = llm.Attachment(type="application/pdf", content=b"%PDF-1.4 big")
+    model = llm.get_model("mistral-medium")
+    prompt = llm.Prompt(None, model, messages=[user("Read", original)])
+    signed = llm.Attachment(type="application/pdf", url="https://files.example/signed/1")
+    [message] = chat_messages(prompt, thinking=True, replaced={id(original): signed})
+    assert message["content"][1] == {"type": "document_url", "document_url": "https://files.example/signed/1"}
+
+
 def test_reasoning_parts_are_replayed_as_thinking_chunks():
     body = build("magistral-small", [
         user("What is 17 times 19?"),

@@ -20,7 +20,7 @@ __all__ = [
     "llama_ids", "diff",
 ]  # fmt: skip
 
-Kind = Literal["v3", "tekken"]
+Kind = Literal["v3", "tekken", "tekken-v7", "tekken-v11", "tekken-v13"]
 
 # Control tokens the plugin's prompts may use; not every vocabulary has all of them (v3 lacks [SYSTEM_PROMPT]).
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -32,7 +32,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 @functools.cache
 def mistral_tokenizer(kind: Kind) -> MistralTokenizer:
     """mistral-common's tokenizer from the file ``gguf_factory.MISTRAL_TOKENIZER_FILES[kind]`` names: the same
-    one ``MistralTokenizer.v3()`` ("v3", which needs the sentencepiece package) or ``.v3(is_tekken=True)`` loads."""
+    one ``MistralTokenizer.v3()`` ("v3", which needs the sentencepiece package) or ``.v3(is_tekken=True)`` loads;
+    "tekken-v7"/"-v11"/"-v13" are InstructTokenizerV7/V11/V13 on Nemo's vocabulary (``DERIVED_TEKKEN_VERSIONS``)."""
     return MistralTokenizer.from_file(mistral_tokenizer_file(kind))
 
 

@@ -13,7 +13,7 @@ import click
 
 from ..errors import MistralSuiteError
 from ..storage import plain_name
-from .download import LOCAL_DOWNLOADS, download_model
+from .download import DEFAULT_QUANT, LOCAL_DOWNLOADS, download_model
 from .gguf import GGUFError, check_gguf, human_size, read_gguf_info
 from .registry import (
     LOCAL_PREFIX,
@@ -36,18 +36,34 @@ def _local_name_for(path: Path) -> str:
     return re.sub(r"-\d{5}-of-\d{5}$", "", stem)  # split files: "x-00001-of-00002.gguf" -> "x"
 
 
+def _absolute(path: str) -> Path:
+    """``path`` made absolute, ``~`` expanded, symbolic links kept (so `remove --delete-file` sees a link as one)."""
+    try:
+        return Path(os.path.abspath(Path(path).expanduser()))
+    except RuntimeError as exc:  # "~nobody/x.gguf"
+        raise MistralSuiteError(f"Cannot read {path}: {str(exc).rstrip('.')}.") from None
+
+
 @local_group.command(name="add")
 @click.argument("path")
 @click.option("--name", help="Model name: mistral-local/NAME (default: the file's stem)")
 @click.option("-a", "--alias", "aliases", multiple=True, help="Alias for the model (repeatable)")
 @click.option("--embedding", is_flag=True, help="An embedding model, for `llm embed`")
-def local_add_command(path: str, name: str | None, aliases: tuple[str, ...], embedding: bool) -> None:
+@click.option("--mmproj", help="The model's multimodal projector GGUF (mmproj-...gguf): images with -a")
+def local_add_command(path: str, name: str | None, aliases: tuple[str, ...], embedding: bool,
+                      mmproj: str | None) -> None:
     """Register a GGUF file as model mistral-local/NAME."""
-    try:
-        file = Path(os.path.abspath(Path(path).expanduser()))  # a symbolic link stays one: `remove` keeps its target
-    except RuntimeError as exc:  # "~nobody/x.gguf"
-        raise MistralSuiteError(f"Cannot read {path}: {str(exc).rstrip('.')}.") from None
+    file = _absolute(path)
     info = check_gguf(str(file))
+    extra = {}
+    if mmproj:
+        projector = _absolute(mmproj)
+        if check_gguf(str(projector)).architecture != "clip":
+            raise MistralSuiteError(f"{projector} is not a multimodal projector (its GGUF architecture is "
+                                    f"{read_gguf_info(projector).architecture}, not clip).")
+        if embedding:
+            raise MistralSuiteError("An embedding model takes no --mmproj.")
+        extra["mmproj"] = str(projector)
     if name is None:
         name = _local_name_for(file)
         if not plain_name(name, 200):
@@ -57,10 +73,12 @@ def local_add_command(path: str, name: str | None, aliases: tuple[str, ...], emb
                 f"The file name gives the model name {name!r}, which is not usable (letters, digits, '.', '_' "
                 f"and '-' only): choose one with --name, such as --name {suggestion}."
             )
-    granted = add_local_model(name, file, aliases, embedding=embedding)
+    granted = add_local_model(name, file, aliases, embedding=embedding, extra=extra)
     kind = "embedding model" if embedding else "model"
-    extra = f" (aliases: {', '.join(granted)})" if granted else ""
-    click.echo(f"Added {kind} mistral-local/{name}{extra}: {info.architecture}, {human_size(info.file_size)}, {file}")
+    named = f" (aliases: {', '.join(granted)})" if granted else ""
+    vision = ", images through its projector" if mmproj else ""
+    click.echo(f"Added {kind} mistral-local/{name}{named}: {info.architecture}, {human_size(info.file_size)}"
+               f"{vision}, {file}")
 
 
 def _local_rows() -> list[dict[str, Any]]:
@@ -68,16 +86,18 @@ def _local_rows() -> list[dict[str, Any]]:
     for model in local_models():
         row: dict[str, Any] = {
             "id": model.model_id, "name": model.name, "aliases": list(model.aliases), "path": model.path,
-            "embedding": model.embedding, "source": model.source,
+            "embedding": model.embedding, "source": model.source, "mmproj": model.mmproj,
         }
         try:
             info = read_gguf_info(model.path)
         except (GGUFError, OSError) as exc:
             row["error"] = str(exc)
         else:
-            row.update(size=info.file_size, architecture=info.architecture, context=info.context_length,
-                       experts=info.expert_count, experts_used=info.expert_used_count,
-                       embedding_length=info.embedding_length)
+            template = info.chat_template
+            row.update(size=info.file_size, architecture=info.architecture, recurrent=info.recurrent,
+                       context=info.context_length, experts=info.expert_count, experts_used=info.expert_used_count,
+                       embedding_length=info.embedding_length,
+                       tools="[AVAILABLE_TOOLS]" in template or "[TOOL_CALLS]" in template)
         rows.append(row)
     return rows
 
@@ -102,13 +122,20 @@ def local_list_command(as_json: bool) -> None:
         if "error" in row:
             click.echo(f"  unusable: {row['error']}")
         else:
-            facts = [human_size(row["size"]), f"architecture {row['architecture']}"]
+            facts = [human_size(row["size"]),
+                     f"architecture {row['architecture']}" + (" (recurrent state)" if row["recurrent"] else "")]
             if row["context"]:
                 facts.append(f"context {row['context']}")
             if row["experts"]:
                 facts.append(f"MoE {row['experts']} experts ({row['experts_used']} per token)")
+            if row["tools"]:
+                facts.append("tools")
+            if row["mmproj"]:
+                facts.append("vision")
             click.echo("  " + ", ".join(facts))
         click.echo(f"  {row['path']}")
+        if row["mmproj"]:
+            click.echo(f"  projector: {row['mmproj']}")
 
 
 @local_group.command(name="remove")
@@ -182,24 +209,52 @@ def reason_to_keep(path: str, others: dict[str, Any]) -> str | None:
 @click.argument("model", required=False)
 @click.option("--name", help="Model name (default: the catalog's)")
 @click.option("-a", "--alias", "aliases", multiple=True, help="Extra alias (repeatable)")
-def local_download_command(model: str | None, name: str | None, aliases: tuple[str, ...]) -> None:
-    """Download a Mistral model's GGUF (Q4_K_M) from Hugging Face and register it.
+@click.option("--quant", default=DEFAULT_QUANT, show_default=True, help="Quantisation, such as Q5_K_M or Q8_0")
+@click.option("--json", "as_json", is_flag=True, help="Without MODEL: the catalog as JSON")
+def local_download_command(model: str | None, name: str | None, aliases: tuple[str, ...], quant: str,
+                           as_json: bool) -> None:
+    """Download a Mistral model's GGUF from Hugging Face and register it (with its image projector, if any).
 
-    Without MODEL, list the catalog. Interrupted downloads resume; the file is checked (size, sha256)
+    Without MODEL, show the catalog. Interrupted downloads resume; each file is checked (size, sha256)
     before it is registered.
     """
     if not model:
-        for key, entry in LOCAL_DOWNLOADS.items():
-            click.echo(f"{key:16} {entry['size']:>7}  {entry['description']} ({entry['repo']}), "
-                       f"aliases: {', '.join(entry['aliases'])}")
+        _print_download_catalog(as_json)
         return
     key = model.removeprefix(LOCAL_PREFIX).removesuffix("-local")
-    entry = LOCAL_DOWNLOADS.get(key)
+    entry = LOCAL_DOWNLOADS.get(key) or next(
+        (candidate for candidate in LOCAL_DOWNLOADS.values() if model in candidate.aliases), None)
     if entry is None:
         raise MistralSuiteError(f"Unknown model {model!r}. Downloadable: {', '.join(LOCAL_DOWNLOADS)}.")
-    paths = download_model(key)
+    key = next(k for k, candidate in LOCAL_DOWNLOADS.items() if candidate is entry)
+    paths, mmproj = download_model(key, quant.upper())
     name = name or key
-    granted = add_local_model(name, paths[0], [*entry["aliases"], *aliases], strict_aliases=False,
-                              extra={"download": key})
-    extra = f" (aliases: {', '.join(granted)})" if granted else ""
-    click.echo(f"Registered mistral-local/{name}{extra}: {paths[0]}")
+    extra: dict[str, Any] = {"download": key, "quant": quant.upper()}
+    if mmproj:
+        extra["mmproj"] = str(mmproj)
+    granted = add_local_model(name, paths[0], [*entry.aliases, *aliases], strict_aliases=False, extra=extra)
+    named = f" (aliases: {', '.join(granted)})" if granted else ""
+    click.echo(f"Registered mistral-local/{name}{named}: {paths[0]}" + (f", projector {mmproj}" if mmproj else ""))
+
+
+def _print_download_catalog(as_json: bool) -> None:
+    rows = [
+        {"model": key, "description": entry.description, "size": entry.size, "context": entry.context,
+         "capabilities": list(entry.capabilities), "aliases": list(entry.aliases), "source": entry.repo,
+         "tokenizer": entry.tokenizer, "quants": list(entry.quants), "projector": entry.mmproj}
+        for key, entry in LOCAL_DOWNLOADS.items()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = ("MODEL", "SIZE", "CONTEXT", "CAN DO", "ALIASES", "SOURCE (Hugging Face)")
+    table = [
+        (row["model"], row["size"] + (" +proj" if row["projector"] else ""), f"{row['context'] // 1024}k",
+         " ".join(["chat", *row["capabilities"]]), ", ".join(row["aliases"]), row["source"])
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header))]
+    for line in [header, *table]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    click.echo(f"\nSizes are of the {DEFAULT_QUANT} files (+proj: and an image projector of about 0.9 GB). "
+               "Download one with: llm mistral local download MODEL [--quant Q5_K_M]")

@@ -20,6 +20,14 @@ _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 
 _GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
 
+# Architectures whose llama.cpp memory is a recurrent state (or partly one) instead of a KV cache: it cannot be
+# cut back to a shorter prefix, so a prompt that does not extend what was evaluated is read again in full.
+RECURRENT_ARCHITECTURES = frozenset({
+    "mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7", "jamba", "falcon-h1", "granitehybrid", "lfm2",
+    "nemotron_h", "plamo2", "qwen3next",
+})  # fmt: skip
+
+
 class GGUFError(ValueError):
     """A file that llama.cpp cannot read as GGUF; the message says why, for the user."""
 
@@ -40,6 +48,15 @@ class GGUFInfo:
     @property
     def architecture(self) -> str:
         return str(self.metadata.get("general.architecture") or "?")
+
+    @property
+    def recurrent(self) -> bool:
+        return self.architecture in RECURRENT_ARCHITECTURES
+
+    @property
+    def chat_template(self) -> str:
+        value = self.metadata.get("tokenizer.chat_template")
+        return value if isinstance(value, str) else ""
 
     @property
     def context_length(self) -> int | None:

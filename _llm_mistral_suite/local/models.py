@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import random
-import re
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import llm
 
 from ..errors import MistralSuiteError, not_utf8
 from ..options import LOCAL_DEFAULT_MAX_TOKENS, OptionsFor
-from ..wire import ReplyDecoder, chat_messages
 from .registry import LocalModelInfo
-from .runtime import LoadedLlama, clear_llama_errors, last_llama_error, load_local_llama
-from .template import local_fim_tokens
+
+if TYPE_CHECKING:
+    from .runtime import LoadedLlama
+
+# What mtmd's image reader (stb_image) decodes: the attachment types of a model with an image projector.
+LOCAL_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/bmp"})
 
 
 class _LocalChatBase:
@@ -21,7 +24,7 @@ class _LocalChatBase:
 
     can_stream = True
     supports_schema = True
-    supports_tools = False
+    supports_tools = True
     attachment_types: frozenset[str] = frozenset()
     needs_key = None
     Options = OptionsFor("LocalOptions")
@@ -29,73 +32,165 @@ class _LocalChatBase:
     def __init__(self, info: LocalModelInfo) -> None:
         self.info = info
         self.model_id = info.model_id
+        self.attachment_types = LOCAL_IMAGE_TYPES if info.mmproj else frozenset()
 
     def __str__(self) -> str:
         return f"Mistral local (llama.cpp): {self.model_id}"
 
+    def _validate_attachments(self, attachments: Any = None) -> None:
+        """llm's check, with what to do when the model has no image projector."""
+        if attachments and not self.info.mmproj:
+            raise MistralSuiteError(
+                f"{self.model_id} takes no images: register its multimodal projector with `llm mistral local add "
+                f"{self.info.path} --name {self.info.name} --mmproj mmproj-FILE.gguf` (or download a vision model: "
+                "llm mistral local download pixtral-12b).")
+        super()._validate_attachments(attachments)  # type: ignore[misc]
+
     def run(self, prompt: llm.Prompt, stream: bool, response: Any) -> Iterator[Any]:
         """The reply as llm events; runs llama.cpp in the calling thread."""
+        # imported here: registering the models (every `llm` command that looks one up) needs none of this
+        from llm.parts import StreamEvent
+
+        from ..wire import tool_definitions
+        from .generate import Completion, ReplyReader, Sampling, context_error, sample
+        from .prompt import REPLAY_KEY, ImageSlot
+        from .runtime import clear_llama_errors, load_local_llama
+        from .tools import parse_calls
+        from .vision import evaluate_with_images
+
         options = prompt.options
         fim = options.suffix is not None  # fill in the middle: a completion from hand-built tokens
-        if fim and (prompt.system or prompt.schema):
-            raise MistralSuiteError("Fill-in-the-middle takes no system prompt or schema: pass the code before the gap only.")
+        if fim and (prompt.system or prompt.schema or prompt.tools):
+            raise MistralSuiteError("Fill-in-the-middle takes no system prompt, schema or tools: pass the code "
+                                    "before the gap only.")
+        tools = tool_definitions(prompt)
+        if options.tool_choice and not tools:
+            raise MistralSuiteError("-o tool_choice needs tools: give them with -T/--functions.")
         loaded = load_local_llama(self.info.path, n_ctx=options.n_ctx, n_gpu_layers=options.n_gpu_layers,
                                   n_threads=options.n_threads, verbose=bool(options.verbose))
-        kwargs: dict[str, Any] = {
-            "stream": stream,
-            "max_tokens": options.max_tokens or LOCAL_DEFAULT_MAX_TOKENS,
-            "model": self.model_id,
-            "seed": options.seed if options.seed is not None else random.getrandbits(31),
-        }
-        for name in ("temperature", "top_p", "top_k", "min_p", "stop"):
-            value = getattr(options, name)
-            if value is not None:
-                kwargs[name] = value
-        if fim:
-            kwargs["prompt"] = local_fim_tokens(loaded.llama, self.model_id, prompt.prompt or "", options.suffix)
-            kwargs.setdefault("temperature", 0.2)  # the documented default, as in chat (create_completion's is 0.8)
-        else:
-            kwargs["messages"] = chat_messages(prompt, thinking=False)
-        if prompt.schema:
-            kwargs["response_format"] = {"type": "json_object", "schema": prompt.schema}
-        decoder = ReplyDecoder(f"llama.cpp ({self.model_id})")
+        try:
+            ids, described = self._prompt_ids(prompt, loaded, tools, fim)
+        except MistralSuiteError:
+            raise
+        except Exception as exc:  # a chat template that rejects the conversation
+            raise self._explain_failure(exc) from None
+        vocab = loaded.vocab
+        sampling = Sampling(
+            max_tokens=options.max_tokens or LOCAL_DEFAULT_MAX_TOKENS,
+            seed=options.seed if options.seed is not None else random.getrandbits(31),
+            **{name: getattr(options, name) for name in ("temperature", "top_p", "top_k", "min_p")
+               if getattr(options, name) is not None},
+            stop=tuple([options.stop] if isinstance(options.stop, str) else options.stop or ()),
+        )
+        grammar = self._grammar(prompt, loaded, tools)
+        if options.verbose and (loaded.dialect is not None or fim):
+            self._show_prompt(ids, described, vocab)
+        reader = ReplyReader(vocab, sampling.stop)
+        images = any(isinstance(item, ImageSlot) for item in ids)
         with loaded.lock:
             clear_llama_errors()
             try:
-                create = loaded.llama.create_completion if fim else loaded.llama.create_chat_completion
-                result = create(**kwargs)
-                yield from decoder.events(result if stream else (result,))
+                evaluated = 0
+                if images:  # evaluated here, image by image; llama.cpp then finds the whole prompt in its cache
+                    ids = evaluate_with_images(loaded, ids, self.info.mmproj or "", self.model_id,
+                                               lambda tokens: context_error(loaded, self.model_id, tokens))
+                    evaluated = len(ids)
+                completion = Completion(len(ids))
+                yield from sample(loaded, self.model_id, ids, sampling, reader, completion, grammar=grammar,
+                                  evaluated_before=evaluated)
             except MistralSuiteError:
                 raise
             except Exception as exc:
-                raise self._explain_failure(exc, loaded) from None
-            meter, formatter = loaded.meter, loaded.formatter
-            yield from decoder.finish(response, self.model_id)
-            if meter is not None:
-                response.set_usage(input=meter.prompt_tokens, output=meter.generated,
-                                   details={"cached_tokens": meter.cached} if meter.cached else None)
-            response.response_json = {
-                **(response.response_json or {}),
-                **({} if fim else {"chat_template": formatter.template_source if formatter else None,
-                                   "system_prompt": formatter.system_placement if formatter else None}),
-                "n_ctx": loaded.settings[2],
-            }
+                raise self._explain_failure(exc) from None
+        finish_reason = completion.finish_reason
+        if reader.calls:
+            if finish_reason == "length":
+                raise MistralSuiteError(
+                    f"{self.model_id} reached max_tokens ({sampling.max_tokens}) in the middle of a tool call; "
+                    "raise -o max_tokens.")
+            for call in parse_calls(reader.calls, self.model_id, {tool["function"]["name"] for tool in tools}):
+                yield StreamEvent(type="tool_call_name", chunk=call.name, tool_call_id=call.id, tool_name=call.name)
+                yield StreamEvent(type="tool_call_args", chunk=json.dumps(call.arguments), tool_call_id=call.id)
+                response.add_tool_call(llm.ToolCall(name=call.name, arguments=call.arguments, tool_call_id=call.id))
+            finish_reason = "tool_calls"
+        elif completion.sampled and not reader.stopped and not fim and loaded.dialect is not None:
+            # the sampled ids, so that the next turn extends exactly what llama.cpp evaluated (see prompt.py)
+            yield StreamEvent(type="text", chunk="", provider_metadata={
+                REPLAY_KEY: {"vocab": vocab.fingerprint, "tokens": completion.sampled}})
+        cached = completion.cached
+        response.set_usage(input=completion.prompt_tokens, output=len(completion.sampled),
+                           details={"cached_tokens": cached} if cached else None)
+        response.response_json = {"finish_reason": finish_reason, "prompt_format": described,
+                                  **({} if fim else self._template_facts(loaded)), "n_ctx": loaded.settings[2]}
 
-    def _explain_failure(self, exc: Exception, loaded: LoadedLlama) -> MistralSuiteError:
+    def _grammar(self, prompt: llm.Prompt, loaded: LoadedLlama, tools: list[dict[str, Any]]) -> str | None:
+        """The llama.cpp grammar the reply must follow: the schema's, or the one enforcing ``tool_choice``."""
+        if prompt.schema:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            try:
+                return json_schema_to_gbnf(json.dumps(prompt.schema))
+            except Exception as exc:  # a schema feature llama.cpp's converter lacks
+                raise MistralSuiteError(f"The schema cannot be enforced on {self.model_id} (llama.cpp's grammar "
+                                        f"converter: {exc or type(exc).__name__}).") from None
+        if not tools or loaded.dialect is None:
+            return None
+        from .tools import tool_grammar
+
+        # a forced choice applies to the reply to the user; the reply to tool results is free, so a chain ends
+        choice = prompt.options.tool_choice
+        if prompt.messages and prompt.messages[-1].role == "tool" and choice != "none":
+            choice = None
+        return tool_grammar(choice, tools, loaded.dialect, loaded.vocab, self.model_id)
+
+    @staticmethod
+    def _show_prompt(ids: list[Any], described: str, vocab: Any) -> None:
+        """``-o verbose 1``: the prompt as llama.cpp gets it, on stderr."""
+        import sys
+
+        from .prompt import ImageSlot
+
+        images = sum(isinstance(item, ImageSlot) for item in ids)
+        counted = f"{len(ids) - images} tokens" + (f" and {images} image{'s' if images > 1 else ''}" if images else "")
+        sys.stderr.write(f"--- prompt: {counted}, {described} ---\n{vocab.show(ids)}\n---\n")
+
+    def _prompt_ids(self, prompt: llm.Prompt, loaded: LoadedLlama, tools: list[dict[str, Any]],
+                    fim: bool) -> tuple[list[Any], str]:
+        """The prompt's token ids, and what built them."""
+        from ..wire import chat_messages, wire_tool_call_id
+        from .prompt import encode_chat, encode_fim, local_turns
+
+        if fim:
+            return encode_fim(loaded.vocab, self.model_id, prompt.prompt or "", prompt.options.suffix), "fill-in-the-middle"
+        if loaded.dialect is not None:
+            turns = local_turns(prompt.messages, wire_tool_call_id)
+            return (encode_chat(turns, tools, loaded.dialect, loaded.vocab, self.model_id),
+                    f"Mistral {loaded.dialect.version} instruct format, as mistral-common encodes it")
+        if tools:
+            raise MistralSuiteError(f"{self.model_id} cannot use tools: its vocabulary has no Mistral control "
+                                    "tokens ([INST], [TOOL_CALLS]) and its chat template no Mistral tool format.")
+        if prompt.attachments:
+            raise MistralSuiteError(f"{self.model_id} takes no attachments.")
+        text = loaded.formatter(messages=chat_messages(prompt, thinking=False)).prompt
+        return loaded.llama.tokenize(text.encode(), add_bos=False, special=True), "the GGUF's chat template as text"
+
+    @staticmethod
+    def _template_facts(loaded: LoadedLlama) -> dict[str, Any]:
+        formatter, dialect = loaded.formatter, loaded.dialect
+        if dialect is not None:
+            placement = "system tokens" if dialect.system_tokens else "last-user"
+        else:
+            placement = formatter.system_placement if formatter else None
+        return {"chat_template": formatter.template_source if formatter else None, "system_prompt": placement}
+
+    def _explain_failure(self, exc: Exception) -> MistralSuiteError:
         if isinstance(exc, UnicodeEncodeError) and isinstance(exc.object, str):
             return MistralSuiteError(f"The prompt {not_utf8(exc.object)}")
-        text = str(exc)
-        found = re.search(r"Requested tokens \((\d+)\) exceed context window of (\d+)", text)
-        if found:
-            n_ctx, trained = loaded.settings[2], loaded.settings[3]
-            raise_hint = (f"raise it with -o n_ctx N (this model was trained for up to {trained} tokens)"
-                          if trained > n_ctx else "shorten it")
-            return MistralSuiteError(
-                f"The prompt is {found.group(1)} tokens, more than the context window of {n_ctx} tokens of "
-                f"{self.model_id}. Start a new conversation or {raise_hint}."
-            )
         import jinja2
 
+        from .runtime import last_llama_error
+
+        text = str(exc)
         if isinstance(exc, jinja2.TemplateError) or (isinstance(exc, ValueError) and "role" in text.lower()):
             return MistralSuiteError(f"The chat template of {self.model_id} rejected the conversation: {text}")
         detail = last_llama_error()
@@ -141,6 +236,8 @@ class LocalEmbedding(llm.EmbeddingModel):
         self.model_id = info.model_id
 
     def embed_batch(self, items: Iterable[Any]) -> Iterator[list[float]]:
+        from .runtime import clear_llama_errors, last_llama_error, load_local_llama
+
         loaded = load_local_llama(self.info.path, embedding=True)
         texts = [item if isinstance(item, str) else bytes(item).decode("utf-8", "replace") for item in items]
         with loaded.lock:

@@ -31,12 +31,13 @@ T = TypeVar("T")
 class LocalModelInfo:
     """One registered GGUF file."""
 
-    __slots__ = ("name", "path", "aliases", "embedding", "source")
+    __slots__ = ("name", "path", "aliases", "embedding", "source", "mmproj")
 
     def __init__(self, name: str, path: str, aliases: Iterable[str] = (), embedding: bool = False,
-                 source: str = "suite") -> None:
+                 source: str = "suite", mmproj: str | None = None) -> None:
         self.name, self.path, self.aliases = name, path, tuple(aliases)
         self.embedding, self.source = embedding, source
+        self.mmproj = mmproj  # the multimodal projector GGUF that gives the model images
 
     @property
     def model_id(self) -> str:
@@ -58,6 +59,7 @@ REGISTRY_FIELDS = {  # the fields of an entry of the suite's registry, and what 
     "aliases": OPTIONAL_NAMES,
     "embedding": OPTIONAL_FLAG,
     "download": OPTIONAL_TEXT,
+    "mmproj": OPTIONAL_TEXT,
 }
 
 
@@ -111,7 +113,8 @@ def local_models() -> list[LocalModelInfo]:
     """The suite's models, then llm-llama-cpp's GGUF files that the suite does not register itself."""
     suite = read_local_registry()
     result = [
-        LocalModelInfo(name, entry["path"], entry.get("aliases") or (), bool(entry.get("embedding")))
+        LocalModelInfo(name, entry["path"], entry.get("aliases") or (), bool(entry.get("embedding")),
+                       mmproj=entry.get("mmproj"))
         for name, entry in suite.items()
     ]
     for name, file in llama_cpp_entries().items():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from ..errors import MistralSuiteError
 from ..options import LOCAL_MAX_DEFAULT_CTX
 from .gguf import check_gguf
+from .prompt import Dialect, read_dialect
 from .template import LocalChatFormatter
+from .vocab import PromptVocab
 
 LOCAL_EMBED_MAX_CTX = 2048
 LOCAL_INSTALL_HINT = "llm install 'llm-mistral-suite[local]' (or: pip install 'llm-mistral-suite[local]')"
@@ -68,9 +70,13 @@ def last_llama_error() -> str:
 
 
 class LoadedLlama:
-    """A ``Llama`` kept loaded for the process, with what is needed to chat with it."""
+    """A ``Llama`` kept loaded for the process, with what is needed to chat with it.
 
-    __slots__ = ("llama", "settings", "n_threads", "lock", "formatter", "meter")
+    ``dialect`` is set for Mistral instruct vocabularies (``[INST]`` a control token): their prompts are built
+    as token ids (``prompt.py``). Other GGUFs (v1 Mistral models, other families) are fed their own chat
+    template's text through ``formatter``."""
+
+    __slots__ = ("llama", "settings", "n_threads", "lock", "formatter", "meter", "vocab", "dialect", "projector")
 
     def __init__(self, llama: Any, settings: tuple, n_threads: int | None) -> None:
         import threading
@@ -78,7 +84,19 @@ class LoadedLlama:
         self.llama, self.settings, self.n_threads = llama, settings, n_threads
         self.lock = threading.Lock()
         self.formatter: Optional[LocalChatFormatter] = None
-        self.meter: Optional[UsageMeter] = None
+        self.meter: Optional[EvalCounter] = None
+        self.vocab: Optional[PromptVocab] = None
+        self.dialect: Optional[Dialect] = None
+        self.projector: Any = None  # the image projector (vision.py), loaded on the first image
+
+    def close(self) -> None:
+        """Free the projector and the model (llama-cpp-python's ``__del__`` fails noisily at interpreter exit)."""
+        for resource in (self.projector, self.llama):
+            try:
+                if resource is not None:
+                    resource.close()
+            except Exception:
+                pass
 
 
 def default_gpu_layers(llama_cpp: Any) -> int:
@@ -108,10 +126,7 @@ def load_local_llama(path: str, *, embedding: bool = False, n_ctx: int | None = 
         return loaded
     if loaded is not None:  # other settings: one model per file, so the old one goes first
         del LOADED[key]
-        try:
-            loaded.llama.close()
-        except Exception:
-            pass
+        loaded.close()
     info = check_gguf(path)
     trained = info.context_length or 4096
     ctx = n_ctx or min(trained, LOCAL_EMBED_MAX_CTX if embedding else LOCAL_MAX_DEFAULT_CTX)
@@ -141,7 +156,11 @@ def load_local_llama(path: str, *, embedding: bool = False, n_ctx: int | None = 
     if not embedding:
         loaded.formatter = LocalChatFormatter.for_llama(llama)
         loaded.formatter.show_prompt = bool(verbose)
-        loaded.meter = UsageMeter(llama, llama_cpp)
+        loaded.meter = EvalCounter(llama)
+        loaded.vocab = PromptVocab(llama)
+        if loaded.vocab.mistral_instruct:
+            template = llama.metadata.get("tokenizer.chat_template")
+            loaded.dialect = read_dialect(template, loaded.vocab, loaded.formatter.render_raw if template else None)
     if not _log_state.get("atexit"):
         import atexit
 
@@ -156,37 +175,19 @@ def close_local_models() -> None:
     noisily when it runs during interpreter shutdown)."""
     while LOADED:
         _, loaded = LOADED.popitem()
-        try:
-            loaded.llama.close()
-        except Exception:
-            pass
+        loaded.close()
 
 
+class EvalCounter:
+    """Counts the tokens llama.cpp evaluates (wraps the ``Llama``'s ``eval``): a completion reads how many
+    prompt tokens were really evaluated, the rest came from the KV cache or recurrent state."""
 
-class UsageMeter:
-    """Counts what one completion costs: prompt tokens, prompt tokens really evaluated (the rest came
-    from the KV cache) and generated tokens. Wraps the ``Llama``'s ``generate`` and ``eval``."""
+    def __init__(self, llama: Any) -> None:
+        self.count = 0
+        evaluate = llama.eval
 
-    def __init__(self, llama: Any, llama_cpp: Any) -> None:
-        self.prompt_tokens = self.generated = 0
-        self.evaluated: int | None = None
-        generate, evaluate = llama.generate, llama.eval
-        vocab, is_eog = llama._model.vocab, llama_cpp.llama_vocab_is_eog
-
-        def metered_generate(tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
-            self.prompt_tokens, self.evaluated, self.generated = len(tokens), None, 0
-            for token in generate(tokens, *args, **kwargs):
-                if not is_eog(vocab, token):
-                    self.generated += 1
-                yield token
-
-        def metered_eval(tokens: Any) -> None:
-            if self.evaluated is None:
-                self.evaluated = len(tokens)
+        def counted_eval(tokens: Any) -> None:
+            self.count += len(tokens)
             evaluate(tokens)
 
-        llama.generate, llama.eval = metered_generate, metered_eval
-
-    @property
-    def cached(self) -> int:
-        return max(0, self.prompt_tokens - (self.evaluated or 0)) if self.evaluated is not None else 0
+        llama.eval = counted_eval

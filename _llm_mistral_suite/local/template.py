@@ -1,23 +1,17 @@
-"""What a local model is fed: Mistral's chat format through the GGUF's own template, and Codestral's FIM tokens."""
+"""Chat templates as text: the GGUF's own Jinja template, Mistral's system prompt placement, for prompts fed as text."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-from ..errors import MistralSuiteError
-
-# Used when a GGUF carries no chat template: Mistral's [INST] format (v1 spacing when [INST] is plain
-# text in the vocabulary, v3 when it is a control token). The system prompt is placed by our code.
+# Used when a GGUF fed as text carries no chat template: Mistral's v1 [INST] format ([INST] is plain text in
+# such a vocabulary; Mistral instruct vocabularies, where it is a control token, go through prompt.py).
+# The system prompt is placed by our code.
 LOCAL_DEFAULT_TEMPLATE_V1 = (
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
     "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
     "{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
-)
-LOCAL_DEFAULT_TEMPLATE_V3 = (
-    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
-    "{{ '[INST] ' + message['content'] + '[/INST]' }}{% elif message['role'] == 'assistant' %}"
-    "{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}"
 )
 _SYSTEM_PROBE, _USER_PROBE = "\u27e6system-probe\u27e7", "\u27e6user-probe\u27e7"
 
@@ -26,9 +20,9 @@ def arrange_local_messages(messages: list[dict[str, Any]], system_placement: str
                            strip_assistant: bool = False) -> list[dict[str, Any]]:
     """Messages a Mistral chat template accepts: user/assistant alternating, the system prompt placed.
 
-    ``system_placement``: "native" (the template handles a leading system message), "first-user"
-    (Mistral v1 tokenizer: prepended to the first user message) or "last-user" (v3 and later: to the
-    last one). Consecutive messages of one role are joined; roles other than these are dropped.
+    ``system_placement``: "native" (the template handles a leading system message) or "first-user"
+    (Mistral v1 tokenizer: prepended to the first user message). Consecutive messages of one role are
+    joined; roles other than these are dropped.
     ``strip_assistant`` drops the leading space of replies for templates that add their own, so a
     replayed reply tokenizes as it was generated (and the KV cache prefix still matches).
     """
@@ -57,41 +51,31 @@ def arrange_local_messages(messages: list[dict[str, Any]], system_placement: str
     users = [i for i, turn in enumerate(turns) if turn["role"] == "user"]
     if not users:
         return [{"role": "user", "content": system}, *turns]
-    index = users[0] if system_placement == "first-user" else users[-1]
-    turns[index] = {"role": "user", "content": system + "\n\n" + turns[index]["content"]}
+    turns[users[0]] = {"role": "user", "content": system + "\n\n" + turns[users[0]]["content"]}
     return turns
 
 
 class LocalChatFormatter:
-    """A llama-cpp-python chat formatter: the GGUF's Jinja template, Mistral's system prompt placement.
-
-    Installed as the ``Llama``'s ``chat_handler``, so llama-cpp-python never substitutes its built-in
-    "mistral-instruct" format. Keeps the last rendered prompt, and prints it when ``show_prompt`` is set.
+    """The GGUF's Jinja chat template with Mistral's system prompt placement, for GGUFs whose prompts are
+    rendered as text (v1 Mistral models, other families); used instead of llama-cpp-python's chat handlers,
+    so its built-in "mistral-instruct" format (which drops system prompts) never applies. Keeps the last
+    rendered prompt, and prints it when ``show_prompt`` is set.
     """
 
     def __init__(self, template: str | None, *, bos_token: str = "<s>", eos_token: str = "</s>",
-                 eos_token_id: int | None = None, inst_is_control: bool = True) -> None:
-        from llama_cpp.llama_chat_format import (
-            MISTRAL_INSTRUCT_CHAT_TEMPLATE,
-            Jinja2ChatFormatter,
-        )
+                 eos_token_id: int | None = None) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.template_source = "gguf" if template else "default"
-        if not template:
-            template = LOCAL_DEFAULT_TEMPLATE_V3 if inst_is_control else LOCAL_DEFAULT_TEMPLATE_V1
         self.jinja = Jinja2ChatFormatter(
-            template=template, eos_token=eos_token, bos_token=bos_token,
+            template=template or LOCAL_DEFAULT_TEMPLATE_V1, eos_token=eos_token, bos_token=bos_token,
             stop_token_ids=[eos_token_id] if eos_token_id is not None and eos_token_id >= 0 else None,
         )
         self.last_prompt: str | None = None
         self.show_prompt = False  # print each rendered prompt on stderr (``-o verbose 1``)
         self.strip_assistant = self._spaces_replies()
-        if self.template_source == "gguf" and self._handles_system():
-            self.system_placement = "native"
-        elif template == MISTRAL_INSTRUCT_CHAT_TEMPLATE or not inst_is_control:
-            self.system_placement = "first-user"  # HF's classic v1 template / a v1 tokenizer (mistral-common v1)
-        else:
-            self.system_placement = "last-user"  # v3 and later (mistral-common)
+        # a template that places a system message itself does; otherwise mistral-common's v1 rule
+        self.system_placement = "native" if template and self._handles_system() else "first-user"
 
     def _handles_system(self) -> bool:
         try:
@@ -116,23 +100,19 @@ class LocalChatFormatter:
     def for_llama(cls, llama: Any) -> "LocalChatFormatter":
         eos_id, bos_id = llama.token_eos(), llama.token_bos()
         text = llama._model.token_get_text
-        inst = llama.tokenize(b"[INST]", add_bos=False, special=True)
-        formatter = cls(
+        return cls(
             llama.metadata.get("tokenizer.chat_template"),
             bos_token=text(bos_id) if bos_id >= 0 else "",
             eos_token=text(eos_id) if eos_id >= 0 else "",
             eos_token_id=eos_id,
-            inst_is_control=len(inst) == 1,
         )
-        from llama_cpp.llama_chat_format import (
-            chat_formatter_to_chat_completion_handler,
-        )
-
-        llama.chat_handler = chat_formatter_to_chat_completion_handler(formatter)
-        return formatter
 
     def render(self, messages: list[dict[str, Any]]) -> str:
         return self(messages=messages).prompt
+
+    def render_raw(self, *, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The template applied to ``messages`` as they are (no system prompt placement), for probing it."""
+        return self.jinja(messages=messages, tools=tools).prompt
 
     def __call__(self, *, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         arranged = arrange_local_messages(messages, self.system_placement, self.strip_assistant)
@@ -142,32 +122,3 @@ class LocalChatFormatter:
             sys.stderr.write(f"--- prompt rendered with the {self.template_source} chat template ---\n"
                              f"{result.prompt}\n---\n")
         return result
-
-
-
-def local_fim_tokens(llama: Any, name: str, prefix: str, suffix: str) -> list[int]:
-    """Codestral's fill-in-the-middle prompt as mistral-common's ``encode_fim`` builds it:
-    ``<s> [SUFFIX] suffix [PREFIX] prefix``, after which the model writes the middle and then EOS.
-
-    Built here because llama-cpp-python's ``create_completion(suffix=...)`` hard-codes the FIM token
-    ids to 0 and llama.cpp does not recognise ``[PREFIX]``/``[SUFFIX]``. As in mistral-common, the
-    prefix is tokenized as plain text (with SentencePiece's leading "▁") and the suffix without that
-    space: "☺" + suffix is tokenized and the sentinel's tokens dropped.
-    """
-    import llama_cpp
-
-    markers = []
-    for marker in (b"[SUFFIX]", b"[PREFIX]"):
-        ids = llama.tokenize(marker, add_bos=False, special=True)
-        if len(ids) != 1 or not llama._model.token_get_attr(ids[0]) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
-            raise MistralSuiteError(f"{name} has no fill-in-the-middle tokens ([PREFIX]/[SUFFIX]); "
-                                    "use a Codestral GGUF or the API's codestral-fim")
-        markers.append(ids[0])
-    bos = llama.token_bos()
-    sentinel = len(llama.tokenize("☺".encode(), add_bos=False))
-    suffix_tokens = llama.tokenize(("☺" + suffix).encode(), add_bos=False)[sentinel:] if suffix else []
-    if llama.detokenize(suffix_tokens) != suffix.encode():  # the sentinel merged into the suffix
-        suffix_tokens = llama.tokenize(suffix.encode(), add_bos=False)
-    prefix_tokens = llama.tokenize(prefix.encode(), add_bos=False) if prefix else []
-    return ([bos] if bos >= 0 and llama._model.add_bos_token() else []) + [
-        markers[0], *suffix_tokens, markers[1], *prefix_tokens]
