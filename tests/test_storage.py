@@ -176,6 +176,14 @@ def test_concurrent_servers_add_and_local_add_lose_nothing(user_dir, tmp_path):
     assert not [p for p in user_dir.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_concurrent_batch_jobs_are_all_remembered(user_dir):
+    """The batch jobs file (issue 13) goes through the same locked update."""
+    from _llm_mistral_suite.batch import jobs_path, remember_job
+
+    run_together(WRITERS, lambda i: remember_job(f"job-{i}", {"kind": "chat", "number": i}))
+    assert sorted(json.loads(jobs_path().read_text())) == [f"job-{i}" for i in range(WRITERS)]
+
+
 def test_eight_llm_processes_adding_servers_at_once(llm_env, user_dir, tmp_path):
     """End to end: 8 `llm mistral servers add` and 8 `llm mistral local add` processes at the same time."""
     env = {**llm_env, **ONLY_THIS_PLUGIN}
