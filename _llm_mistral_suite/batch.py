@@ -14,7 +14,7 @@ import llm
 from .errors import MistralSuiteError, service_message
 from .files import delete_file, download_content, upload_file
 from .settings import batch_poll_seconds, mistral_endpoint
-from .storage import read_json_object, write_json_atomic
+from .storage import read_json_object, update_json_object
 from .transport import request_json
 
 MAX_POLL_SECONDS = 60.0
@@ -46,9 +46,7 @@ def remembered_jobs() -> dict[str, dict[str, Any]]:
 
 
 def remember_job(job_id: str, record: dict[str, Any]) -> None:
-    jobs = read_json_object(jobs_path())
-    jobs[job_id] = record
-    write_json_atomic(jobs_path(), jobs)
+    update_json_object(jobs_path(), lambda jobs: jobs.__setitem__(job_id, record))  # locked: jobs of others stay
 
 
 def resolve_job_id(text: str) -> str:

@@ -118,10 +118,10 @@ def _submit(key: str, lines: Iterable[RequestLine], kind: str, endpoint: Callabl
                     raise MistralSuiteError(f"Job {number} of {len(jobs)} could not be created ({error.message}); "
                                             f"jobs {', '.join(submitted)} were submitted.") from None
                 prepared.keep_as(job["id"])
+                submitted.append(job["id"])
+                click.echo(job["id"])  # before remembering it: a job created is never one the user does not hear of
                 remember_job(job["id"], {**record, "kind": kind, "api_model": model, "endpoint": path,
                                          "requests": prepared.requests, "items": prepared.items, "created": now_iso()})
-                submitted.append(job["id"])
-                click.echo(job["id"])
                 part = (f" (part {number} of {len(jobs)}: a job takes at most {batch_build.MAX_REQUESTS_PER_JOB:,} "
                         "requests)" if len(jobs) > 1 else "")
                 count = f"{prepared.items:,} {what}" + (f" in {prepared.requests:,} requests" if kind == "embed" else "")

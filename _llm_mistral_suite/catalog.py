@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import llm
 
 from .errors import MistralSuiteError
-from .storage import read_json_object
+from .storage import (
+    OPTIONAL_COUNT,
+    OPTIONAL_FLAG,
+    OPTIONAL_OBJECT,
+    OPTIONAL_TEXT,
+    TEXT,
+    entry_problem,
+    read_json_object,
+    skip_entry,
+    warn_once,
+)
 
 GA, DEPRECATED, RETIRED = "ga", "deprecated", "retired"
 
@@ -173,9 +184,46 @@ def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None, family: 
     )
 
 
-def _cards(path: Path) -> list[Any]:
-    cards = read_json_object(path).get("data")
-    return cards if isinstance(cards, list) else []
+CARD_FIELDS = {  # the fields of a cached card that we read, and what each may be
+    "id": TEXT,
+    "max_context_length": OPTIONAL_COUNT,
+    "capabilities": OPTIONAL_OBJECT,
+    "deprecation": OPTIONAL_TEXT,
+    "deprecation_replacement_model": OPTIONAL_TEXT,
+    "description": OPTIONAL_TEXT,
+    "archived": OPTIONAL_FLAG,
+}
+FLAG_CLASSES = (bool, type(None))
+
+
+def card_problem(card: Any) -> str | None:
+    """What is wrong with one cached model card (None: nothing)."""
+    problem = entry_problem(card, CARD_FIELDS)
+    capabilities = None if problem else card.get("capabilities")
+    if capabilities:
+        for flag in CAPABILITY_FLAGS:
+            if capabilities.get(flag).__class__ not in FLAG_CLASSES:
+                return f'has a bad "capabilities" ("{flag}": {json.dumps(capabilities.get(flag))[:40]})'
+    return problem
+
+
+def valid_cards(path: Path, warn: bool = True) -> list[dict[str, Any]]:
+    """The model cards of a cached ``GET /v1/models`` answer that we can read; a bad one is skipped, with a
+    warning naming the file and the card when the file is ours (``warn``)."""
+    cards = read_json_object(path).get("data", [])
+    if not isinstance(cards, list):
+        if warn:
+            warn_once(path, '"data" is not a list of models; ignoring it. Run `llm mistral refresh` to fetch it again.')
+        return []
+    valid = []
+    for number, card in enumerate(cards):
+        problem = card_problem(card)
+        if problem is None:
+            valid.append(card)
+        elif warn:
+            named = isinstance(card, dict) and isinstance(card.get("id"), str) and card["id"].strip()
+            skip_entry(path, f"model {card['id']!r}" if named else f"card {number}", problem)
+    return valid
 
 
 def load_catalog() -> list[CatalogEntry]:
@@ -183,14 +231,11 @@ def load_catalog() -> list[CatalogEntry]:
     llm-mistral's cache (old data: it adds models, never changes known ones); never raises."""
     builtin = {entry.api_name: entry for entry in BUILTIN_CATALOG}
     entries = dict(builtin)
-    for path, fills_gaps in ((llm_mistral_cache_path(), True), (catalog_cache_path(), False)):
-        for card in _cards(path):
-            try:
-                if fills_gaps and card["id"] in entries:
-                    continue
-                entries[card["id"]] = entry_from_card(card, builtin.get(card["id"]), family_entry(card, builtin))
-            except (KeyError, TypeError, AttributeError):
-                continue  # a card we cannot read is skipped, never fatal
+    for path, ours in ((llm_mistral_cache_path(), False), (catalog_cache_path(), True)):
+        for card in valid_cards(path, warn=ours):
+            if not ours and card["id"] in entries:
+                continue
+            entries[card["id"]] = entry_from_card(card, builtin.get(card["id"]), family_entry(card, builtin))
     return list(entries.values())
 
 
@@ -237,3 +282,20 @@ def missing_model_error(entry: CatalogEntry, error: MistralSuiteError) -> Mistra
         f"{alternatives(entry)} `llm mistral refresh` updates the model list.",
         status=404, detail=error.detail,
     )
+
+
+def names_in_use(ignore: Callable[[Any], bool] = lambda model: False) -> dict[str, str]:
+    """Every model id and alias llm knows now (chat and embedding models, every plugin's, and ``llm aliases``),
+    mapped to the model id it names, leaving out the models ``ignore`` says are the one being added again: a new
+    model or alias must not take one over. Empty if another plugin fails to register."""
+    taken: dict[str, str] = {}
+    try:
+        for getter in (llm.get_models_with_aliases, llm.get_embedding_models_with_aliases):
+            for item in getter():
+                model = getattr(item, "model", None) or getattr(item, "async_model", None)
+                if model is not None and not ignore(model):
+                    for name in (model.model_id, *item.aliases):
+                        taken[name] = model.model_id
+    except Exception:  # noqa: BLE001 - another plugin failing to register must not block ours
+        return {}
+    return taken

@@ -55,7 +55,10 @@ class _MistralChatBase:
     ) -> dict[str, Any]:
         """The request for ``prompt``; ``conversation_id`` is the default ``prompt_cache_key``."""
         entry, options = self.entry, prompt.options
-        messages = chat_messages(prompt, thinking=True, replaced=uploads.replaced if uploads else None)
+        from .limits import MISTRAL_ATTACHMENT_LIMITS  # here, not at start-up: only a prompt needs it
+
+        messages = chat_messages(prompt, thinking=True, limits=MISTRAL_ATTACHMENT_LIMITS,
+                                 replaced=uploads.replaced if uploads else None)
         if options.prefix is not None:
             messages.append({"role": "assistant", "content": options.prefix, "prefix": True})
         body: dict[str, Any] = {"model": entry.api_name, "messages": messages}

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import re
 import sys
+from typing import BinaryIO
 
 import click
 import llm
 
-from .catalog import GA, RETIRED, catalog_cache_path, load_catalog
+from .catalog import GA, RETIRED, CatalogEntry, catalog_cache_path, load_catalog, names_in_use
+from .embeddings import embedding_models
 from .errors import MistralSuiteError
+from .fim import FIM_DEFAULT_MODEL, CodestralFIM
 from .local.models import LocalChat
-from .servers import LLAMAFILE, load_servers, saved_servers, servers_path
-from .settings import mistral_endpoint, mistral_key
-from .storage import write_json_atomic
+from .servers import LLAMAFILE, load_servers, server_url, servers_path
+from .settings import mistral_endpoint, mistral_key, shown_url
+from .storage import plain_name, update_json_object
 from .transport import request_json
 
 
@@ -25,21 +29,21 @@ def models_command(as_json: bool) -> None:
     """List the Mistral API models llm knows (built in, plus `llm mistral refresh`).
 
     For a retired model: the local or server model that runs it here, or the command that gets one."""
-    entries = load_catalog()
     runners = retired_model_runners()
     rows = [
         {
-            "id": entry.model_id,
-            "aliases": list(entry.aliases),
+            "id": model_id,
+            "aliases": list(aliases),
             "status": entry.status,
             "deprecation_date": entry.deprecation_date,
             "replacement": entry.replacement,
             "context": entry.context,
-            "capabilities": sorted(entry.capabilities),
+            "capabilities": sorted(capabilities),
             **({"runs_here": runners.get(entry.local_route or "", []), "local_route": entry.local_route}
                if entry.status == RETIRED else {}),
         }
-        for entry in entries
+        for entry in load_catalog()
+        for model_id, aliases, capabilities in usable_ids(entry)
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -63,6 +67,18 @@ def models_command(as_json: bool) -> None:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
 
 
+def usable_ids(entry: CatalogEntry) -> list[tuple[str, tuple[str, ...], frozenset[str]]]:
+    """The model ids (with aliases and capabilities) that ``entry`` gives llm: codestral-embed one per output
+    size, the default FIM model also ``codestral-fim``."""
+    if entry.api_name == "codestral-embed":
+        return [(model.model_id, aliases, entry.capabilities) for model, aliases in embedding_models()
+                if model.api_name == entry.api_name]
+    ids = [(entry.model_id, entry.aliases, entry.capabilities)]
+    if entry.api_name == FIM_DEFAULT_MODEL:
+        ids.append((CodestralFIM.model_id, ("codestral-fim",), frozenset({"fim"})))
+    return ids
+
+
 def retired_model_runners() -> dict[str, list[str]]:
     """Local download name -> the local and server models registered here that run it."""
     from .local.download import local_runners, matching_downloads
@@ -84,8 +100,9 @@ def refresh_command(key: str | None) -> None:
         raise MistralSuiteError("Mistral's API answered /v1/models without a model list.")
     known = {entry.api_name for entry in load_catalog()}
     path = catalog_cache_path()
-    write_json_atomic(path, {"fetched": datetime.datetime.now(datetime.timezone.utc).isoformat(), "data": cards})
-    new = sorted(card["id"] for card in cards if card.get("id") not in known)
+    fetched = {"fetched": datetime.datetime.now(datetime.timezone.utc).isoformat(), "data": cards}
+    update_json_object(path, lambda cache: (cache.clear(), cache.update(fetched)), replace_damaged=True)
+    new = sorted({card["id"] for card in cards if isinstance(card, dict) and isinstance(card.get("id"), str)} - known)
     click.echo(f"{len(cards)} models from Mistral's API saved to {path}")
     if new:
         click.echo("New: " + ", ".join(new))
@@ -94,9 +111,9 @@ def refresh_command(key: str | None) -> None:
 @click.command(name="fim")
 @click.argument("prefix", required=False)
 @click.option("--suffix", help="The code after the gap")
-@click.option("--prefix-file", type=click.File("r"), help="Read the code before the gap from this file")
-@click.option("--suffix-file", type=click.File("r"), help="Read the code after the gap from this file")
-@click.option("--file", "source", type=click.File("r"), help="Split this file at --line into prefix and suffix")
+@click.option("--prefix-file", type=click.File("rb"), help="Read the code before the gap from this file")
+@click.option("--suffix-file", type=click.File("rb"), help="Read the code after the gap from this file")
+@click.option("--file", "source", type=click.File("rb"), help="Split this file at --line into prefix and suffix")
 @click.option("--line", "cursor", help="Cursor in --file: N (start of line N) or N:COL, 1-based")
 @click.option("-m", "--model", "model_name",
               help="A FIM model: codestral-fim (default), e.g. codestral-2508, or a local Codestral GGUF mistral-local/NAME")
@@ -120,7 +137,7 @@ def fim_command(prefix, suffix, prefix_file, suffix_file, source, cursor, model_
             raise click.UsageError("--file needs --line N or --line N:COL")
         if prefix is not None or prefix_file or suffix is not None or suffix_file:
             raise click.UsageError("--file gives both prefix and suffix: no PREFIX, --prefix-file, --suffix or --suffix-file")
-        prefix, suffix = split_at_cursor(source.read(), cursor)
+        prefix, suffix = split_at_cursor(read_text(source), cursor)
     elif cursor is not None:
         raise click.UsageError("--line needs --file")
     elif prefix is not None and prefix_file:
@@ -131,9 +148,9 @@ def fim_command(prefix, suffix, prefix_file, suffix_file, source, cursor, model_
         stdin = sys.stdin
         if not prefix_file and stdin.isatty():
             raise click.UsageError("give PREFIX, --prefix-file or --file, or pipe the code before the gap to stdin")
-        prefix = prefix_file.read() if prefix_file else stdin.read()
+        prefix = read_text(prefix_file or stdin.buffer)
     if suffix_file is not None:
-        suffix = suffix_file.read()
+        suffix = read_text(suffix_file)
     model = local_chat_model(model_name) or llm.get_model("codestral-fim")
     settings = dict(options)
     if isinstance(model, LocalChat):  # llama.cpp: the local model's options, under the API's names
@@ -157,6 +174,21 @@ def fim_command(prefix, suffix, prefix_file, suffix_file, source, cursor, model_
         db = sqlite_utils.Database(logs_db_path())
         migrate(db)
         response.log_to_db(db)
+
+
+def read_text(stream: BinaryIO) -> str:
+    """A file's (or standard input's) text, decoded as UTF-8 with universal newlines; one clear error if it is
+    not UTF-8, whatever the locale."""
+    data = stream.read()
+    try:
+        return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8").read()
+    except UnicodeDecodeError as exc:
+        name = getattr(stream, "name", "<stdin>")
+        name = "standard input" if name in ("<stdin>", "-", 0) else name
+        raise MistralSuiteError(
+            f"{name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}). Convert it to "
+            "UTF-8 first (for example: iconv -f latin1 -t utf-8)."
+        ) from None
 
 
 def local_chat_model(name: str | None) -> "LocalChat | None":
@@ -197,29 +229,61 @@ def servers_group() -> None:
 @click.option("--model", help="Model name the server expects (default: the first one its /models lists)")
 @click.option("--key-name", help="Name of the key in `llm keys` to send to this server")
 @click.option("--alias", "aliases", multiple=True, help="Alias for the model (repeatable)")
-@click.option("--embedding", is_flag=True, help="Use the server's /embeddings endpoint with `llm embed`")
+@click.option("--embedding/--chat", default=None, help="Use the server's /embeddings endpoint with `llm embed` "
+              "(default: chat)")
+@click.option("--replace", is_flag=True, help="Forget the settings of an existing NAME that are not given again")
 def servers_add(name: str, url: str, model: str | None, key_name: str | None, aliases: tuple[str, ...],
-                embedding: bool) -> None:
-    """Register the server at URL (such as http://127.0.0.1:8000/v1) as model NAME."""
-    if not re.match(r"https?://[^/]+", url):
-        raise click.BadParameter("give the server's base URL, such as http://127.0.0.1:8000/v1", param_hint="URL")
+                embedding: bool | None, replace: bool) -> None:
+    """Register the server at URL (such as http://127.0.0.1:8000/v1) as model NAME.
+
+    Adding a NAME again changes what is given and keeps the other settings (model, key name, aliases,
+    kind); --replace forgets them.
+    """
+    try:
+        url = server_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="URL") from None
     if name == LLAMAFILE.name or name in LLAMAFILE.aliases:
         raise click.BadParameter(f"{name} is built in; set LLM_LLAMAFILE_BASE_URL to move it", param_hint="NAME")
-    url = url.rstrip("/")
-    if re.fullmatch(r"https?://[^/]+", url):
-        url += "/v1"  # OpenAI-compatible servers (llamafile, llama.cpp, Ollama, vLLM) serve under /v1
-    saved = saved_servers()
-    saved[name] = {"url": url, "model": model, "key_name": key_name, "aliases": list(aliases),
-                   "embedding": embedding}
-    write_json_atomic(servers_path(), saved)
-    click.echo(f"Added {name} ({'embeddings' if embedding else 'chat'}) at {url}")
+    if not plain_name(name):
+        raise click.BadParameter(f"{name!r} is not a plain name: use letters, digits, '.', '_' and '-' "
+                                 "(such as vllm-box)", param_hint="NAME")
+    taken = names_in_use(ignore=lambda model: getattr(getattr(model, "server", None), "name", None) == name)
+    for wanted, what in [(name, "NAME"), *((alias, "--alias") for alias in aliases)]:
+        owner = taken.get(wanted)
+        if owner is not None:
+            named = "a model's id" if owner == wanted else f"an alias of {owner}"
+            raise click.BadParameter(f"{wanted!r} is already {named}, and prompts for it must not go to another "
+                                     "server: choose another", param_hint=what)
+    given = {"url": url, "model": model, "key_name": key_name, "aliases": list(aliases) or None,
+             "embedding": embedding}
+
+    def change(saved: dict) -> tuple[dict, dict]:
+        old = saved.get(name) if isinstance(saved.get(name), dict) and not replace else {}
+        entry = {field: value if value is not None else old.get(field) for field, value in given.items()}
+        entry["aliases"] = entry["aliases"] or []
+        entry["embedding"] = bool(entry["embedding"])
+        saved[name] = entry
+        return old, entry
+
+    old, entry = update_json_object(servers_path(), change)
+    kind = "embeddings" if entry["embedding"] else "chat"
+    if not old:
+        click.echo(f"Added {name} ({kind}) at {shown_url(url)}")
+        return
+    kept = [f"{label} {shown}" for field, label, shown in (
+        ("model", "model", entry["model"]), ("key_name", "key name", entry["key_name"]),
+        ("aliases", "aliases", ", ".join(entry["aliases"])), ("embedding", "kind", kind),
+    ) if given[field] is None and old.get(field)]
+    click.echo(f"Updated {name} ({kind}) at {shown_url(url)}"
+               + (f"; kept its {'; '.join(kept)} (--replace forgets them)" if kept else ""))
 
 
 @servers_group.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
 def servers_list(as_json: bool) -> None:
     """List the servers llm can use."""
-    servers = load_servers()
+    servers = [server._replace(url=shown_url(server.url)) for server in load_servers()]
     if as_json:
         click.echo(json.dumps([{**server._asdict(), "aliases": list(server.aliases)} for server in servers], indent=2))
         return
@@ -235,9 +299,11 @@ def servers_list(as_json: bool) -> None:
 @click.argument("name")
 def servers_remove(name: str) -> None:
     """Forget server NAME."""
-    saved = saved_servers()
-    if name not in saved:
-        raise click.ClickException(f"No server named {name!r}; `llm mistral servers list` shows them.")
-    del saved[name]
-    write_json_atomic(servers_path(), saved)
+
+    def change(saved: dict) -> None:
+        if name not in saved:
+            raise click.ClickException(f"No server named {name!r}; `llm mistral servers list` shows them.")
+        del saved[name]
+
+    update_json_object(servers_path(), change)
     click.echo(f"Removed {name}")

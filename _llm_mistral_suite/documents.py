@@ -14,6 +14,7 @@ import llm
 from .catalog import DOCUMENT_TYPES
 from .errors import MistralSuiteError
 from .files import delete_file, signed_url, upload_file
+from .limits import MISTRAL_ATTACHMENT_LIMITS
 from .media import OFFICE_TYPES, Media, ResultCache, describe_type, rejected_input
 from .progress import Progress
 from .settings import inline_limit_bytes, mistral_endpoint
@@ -21,7 +22,7 @@ from .transport import request_json
 from .wire import strict_schema
 
 DEFAULT_OCR_MODEL = "mistral-ocr-latest"
-MAX_DOCUMENT_BYTES = 50 * 1024 * 1024  # Mistral's documented limit for one OCR document (and 1,000 pages)
+MAX_DOCUMENT_BYTES = MISTRAL_ATTACHMENT_LIMITS.document_bytes  # one OCR document (and 1,000 pages): the same limit
 OCR_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/tiff", "image/bmp",
                              "image/avif"})  # fmt: skip
 OCR_TYPES = frozenset({"application/pdf", *OCR_IMAGE_TYPES, *OFFICE_TYPES.values()})

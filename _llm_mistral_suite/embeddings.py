@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 import llm
 
 from .catalog import load_catalog
-from .errors import MistralSuiteError
+from .errors import MistralSuiteError, not_utf8
 from .retry import Pace
 from .settings import Endpoint, embed_concurrency, mistral_endpoint, mistral_key
 from .transport import request_json
@@ -83,10 +83,18 @@ def embedding_item_labels(count: int) -> tuple[list[str], str]:
     return [f"Item {index + 1} of {count}" for index in range(count)], f"None of the {count} items was embedded."
 
 
+# Where a service's error names the rejected input of a request: "Input id 3 ..." (Mistral), "input 3",
+# "input.3: ..." (a 422's location), "input[3]", "inputs[3]", "index 3".
+ROW_IN_ERROR = r"(?i)\b(?:inputs?|index)(?: id)?(?:\s+|\.|\[)(\d+)\b"  # compiled on the first error
+
+
 def input_problem(text: object) -> str | None:
     """Why ``text`` cannot be embedded (a sentence that follows the item's name), or None when it can."""
     if not isinstance(text, str):
         return "is not text; this model embeds text only."
+    bad = not_utf8(text)
+    if bad:
+        return bad
     if not text.strip():
         return "is empty (or only whitespace), which cannot be embedded."
     if len(text.encode("utf-8")) // 6 > MAX_TOKENS_PER_INPUT:  # too long even by a low estimate
@@ -145,8 +153,8 @@ class EmbeddingJob:
             if _asks_for_smaller_batches(error) and len(batch) > 1:  # our estimate was low: halve and carry on
                 middle = len(batch) // 2
                 return self.embed(batch[:middle], base64) + self.embed(batch[middle:], base64)
-            if base64 and error.status in (400, 422):  # perhaps not base64 itself: floats tell
-                return self.embed_as_floats(batch)
+            if base64 and error.status in (400, 422) and not re.search(ROW_IN_ERROR, error.detail):
+                return self.embed_as_floats(batch)  # perhaps base64 itself was refused: floats tell
             raise self.failure(error, batch) from None
         vectors = self.vectors(answer, batch, base64)
         if vectors is None:  # an encoding we cannot read
@@ -159,8 +167,8 @@ class EmbeddingJob:
         return vectors
 
     def failure(self, error: MistralSuiteError, batch: range) -> MistralSuiteError:
-        match = re.search(r"input (?:id )?(\d+)", error.detail, re.IGNORECASE)
-        if error.status == 400 and (len(batch) == 1 or (match and int(match.group(1)) < len(batch))):
+        match = re.search(ROW_IN_ERROR, error.detail)
+        if error.status in (400, 413, 422) and (len(batch) == 1 or (match and int(match.group(1)) < len(batch))):
             index = batch[0] if len(batch) == 1 else batch[int(match.group(1))]
             what = f"{self.labels[index]} could not be embedded: {error.detail or error.message}"
         else:

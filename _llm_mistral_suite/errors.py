@@ -31,12 +31,19 @@ def redact(text: str, key: str | None) -> str:
     return text.replace(key, "[key]") if key else text
 
 
-def service_message(body: bytes) -> str:
-    """The human part of an error body, whatever its shape (bodies vary between services and statuses)."""
+def key_preview(key: str) -> str:
+    """How a key may be shown to its owner: at most its first 4 characters."""
+    return repr(key[:4] + "...") if len(key) > 4 else "(too short to show)"
+
+
+def service_message(body: bytes, key: str | None = None) -> str:
+    """The human part of an error body, whatever its shape (bodies vary between services and statuses), with
+    ``key`` redacted after JSON decoding (a key echoed as ``\\u0073k-...`` is the key again once decoded) and
+    before truncating (half a key is still a secret)."""
     try:
         data: Any = json.loads(body)
     except ValueError:
-        return body.decode("utf-8", "replace").strip()[:500]
+        return redact(body.decode("utf-8", "replace").strip(), key)[:500]
     for _ in range(3):  # {"message": {"detail": [...]}}, {"error": {"message": ...}}, ...
         if isinstance(data, dict):
             data = data.get("message") or data.get("detail") or data.get("error") or data.get("msg") or ""
@@ -46,10 +53,28 @@ def service_message(body: bytes) -> str:
             except ValueError:
                 break
     if isinstance(data, list):
-        return "; ".join(
-            ".".join(str(p) for p in item.get("loc", ())[1:]) + f": {item.get('msg', '')}"
+        return redact("; ".join(
+            ".".join(str(p) for p in (item.get("loc") if isinstance(item.get("loc"), list) else [])[1:])
+            + f": {item.get('msg', '')}"
             if isinstance(item, dict)
             else str(item)
             for item in data
+        ), key)
+    return redact(str(data), key)[:500]
+
+
+def not_utf8(text: str) -> str:
+    """What is wrong with ``text`` if it cannot be sent as UTF-8 ("" if nothing): Python reads bytes that are
+    not UTF-8 (on standard input, in a C locale) as lone surrogates, which no JSON body can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = text[exc.start]
+        byte = f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"character {char!r}"
+        before = text[max(0, exc.start - 20):exc.start].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        where = f" after {before!r}" if before.strip() else " at its start" if not exc.start else ""
+        return (
+            f"is not valid UTF-8 text: it has {byte}{where}. Convert it to UTF-8 first "
+            "(for example: iconv -f latin1 -t utf-8)."
         )
-    return str(data)[:500]
+    return ""

@@ -49,15 +49,25 @@ def __getattr__(name: str) -> type[llm.Options]:
 
 
 def _json_list_or_str(value: Any) -> Any:
-    """``-o stop '["a", "b"]'`` arrives as a string: accept a JSON list there."""
-    if isinstance(value, str) and value.startswith("["):
+    """``-o stop '["a", "b"]'`` arrives as a string: accept a JSON list of strings there. A value that opens
+    like one (``["``) but is not one is an error, never sent as a literal stop string; ``[INST]`` stays a string."""
+    if isinstance(value, list):
+        parsed: Any = value
+    elif isinstance(value, str) and value.lstrip().startswith("["):
         try:
             parsed = json.loads(value)
         except ValueError:
+            if value.lstrip()[1:].lstrip()[:1] in ('"', "]"):
+                raise ValueError(f"{value!r} is not a valid JSON list; write it as '[\"a\", \"b\"]'") from None
             return value
-        if isinstance(parsed, list) and all(isinstance(item, str) for item in parsed):
-            return parsed
-    return value
+        if not isinstance(parsed, list):
+            return value
+    else:
+        return value
+    if not parsed or not all(isinstance(item, str) and item for item in parsed):
+        itself = f"; to stop at the text {value} itself, write {json.dumps([value])}" if isinstance(value, str) else ""
+        raise ValueError(f"a list of stop sequences must hold non-empty strings, such as [\"a\", \"b\"]{itself}")
+    return parsed
 
 
 @functools.cache

@@ -40,14 +40,19 @@ def run_reply(request: ReplyRequest, stream: bool, response: llm.Response) -> It
     """Send ``request`` (streamed or not) and yield its events."""
     endpoint, path, key, body = request.endpoint, request.path, request.key, request.body
     decoder = ReplyDecoder(endpoint.label)
+    shown: set[str] = set()  # the kinds of output already yielded ("text", "reasoning")
     try:
         if stream:
             chunks: Iterable[dict[str, Any]] = stream_chunks(endpoint, path, key, body)
         else:
             chunks = (request_json(endpoint, "POST", path, key, body),)
-        yield from decoder.events(chunks)
+        for event in decoder.events(chunks):
+            shown.add(event.type if isinstance(event, StreamEvent) else "text")
+            yield event
         yield from decoder.finish(response, request.requested_model)
     except MistralSuiteError as error:
+        if stream:
+            end_partial_output(shown)
         raise (request.explain(error) if request.explain else error) from None
 
 
@@ -57,18 +62,43 @@ async def arun_reply(
     """Async twin of ``run_reply``."""
     endpoint, path, key, body = request.endpoint, request.path, request.key, request.body
     decoder = ReplyDecoder(endpoint.label)
+    shown: set[str] = set()
     try:
         if stream:
             async for chunk in astream_chunks(endpoint, path, key, body):
                 for event in decoder.events((chunk,)):
+                    shown.add(event.type if isinstance(event, StreamEvent) else "text")
                     yield event
         else:
             for event in decoder.events((await arequest_json(endpoint, "POST", path, key, body),)):
+                shown.add(event.type if isinstance(event, StreamEvent) else "text")
                 yield event
         for event in decoder.finish(response, request.requested_model):
             yield event
     except MistralSuiteError as error:
+        if stream:
+            end_partial_output(shown)
         raise (request.explain(error) if request.explain else error) from None
+
+
+def end_partial_output(shown: set[str]) -> None:
+    """After part of a reply was printed, start the error that follows on a line of its own: when reasoning went
+    to stderr, or text to a stdout that is where stderr goes too (a terminal, one log file)."""
+    import os
+    import sys
+
+    if not shown:
+        return
+    if "reasoning" not in shown:
+        try:
+            out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+        except (AttributeError, OSError, ValueError):  # no real file behind them (a notebook, a test runner)
+            return
+        if (out.st_dev, out.st_ino) != (err.st_dev, err.st_ino):
+            return
+    sys.stdout.flush()
+    sys.stderr.write("\n")
+    sys.stderr.flush()
 
 
 class ReplyModel:

@@ -9,7 +9,7 @@ import time
 from typing import Any, Iterator, Mapping, NoReturn
 
 from .errors import MistralSuiteError, StreamCutError, redact, service_message
-from .settings import Endpoint, backoff_base, max_attempts, timeout_seconds
+from .settings import Endpoint, backoff_base, connect_timeout, max_attempts, shown_url, timeout_seconds
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0  # seconds; a longer wait is reported instead of slept through
@@ -39,11 +39,20 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def http_error(endpoint: Endpoint, status: int, body: bytes, attempts: int, key: str | None) -> MistralSuiteError:
-    """One clear error for an HTTP failure status."""
-    detail = service_message(body.replace(key.encode(), b"[key]") if key else body)  # before truncating
+def http_error(endpoint: Endpoint, status: int, body: bytes, attempts: int, key: str | None,
+               location: str | None = None) -> MistralSuiteError:
+    """One clear error for an HTTP failure status (or a redirect, which is never followed)."""
+    detail = service_message(body, key)
     suffix = f": {detail}" if detail else ""
-    if status == 401:
+    if 300 <= status < 400:
+        to = f" to {shown_url(location)}" if location else ""
+        message = (
+            f"{endpoint.label} answered with a redirect ({status}){to} instead of an answer. Redirects are not "
+            f"followed (the key must not go elsewhere): check the URL {endpoint.shown_url} and use the address "
+            "it moved to (https:// instead of http://?)."
+        )
+        detail = ""
+    elif status == 401:
         message = f"{endpoint.label} rejected the API key (401 Unauthorized){suffix}. {endpoint.key_hint}".strip()
     elif status == 403:
         message = f"{endpoint.label} refused the request (403 Forbidden){suffix}. Your plan may not include this."
@@ -57,21 +66,36 @@ def http_error(endpoint: Endpoint, status: int, body: bytes, attempts: int, key:
         message = f"{endpoint.label} kept answering with a {what} after {attempts} attempts{suffix}. Try again later."
     else:
         message = f"{endpoint.label} rejected the request ({status}){suffix}"
-    return MistralSuiteError(redact(message, key), status=status, detail=redact(detail, key))
+    return MistralSuiteError(redact(message, key), status=status, detail=detail)
 
 
-def connection_error(endpoint: Endpoint, exc: Exception, attempts: int) -> MistralSuiteError:
+def connection_error(endpoint: Endpoint, exc: Exception, attempts: int, key: str | None = None) -> MistralSuiteError:
     """One clear error for a connection that failed, timed out or dropped."""
     import httpx
 
-    if isinstance(exc, httpx.TimeoutException):
-        what = f"did not answer within {timeout_seconds():g} s (LLM_MISTRAL_TIMEOUT)"
-    elif isinstance(exc, httpx.ConnectError):
-        what = f"is not reachable at {endpoint.base_url} ({exc or type(exc).__name__})"
-    else:
-        what = f"dropped the connection ({exc or type(exc).__name__})"
     tries = f" after {attempts} attempts" if attempts > 1 else ""
-    return MistralSuiteError(f"{endpoint.label} {what}{tries}. {endpoint.start_hint}".strip())
+    reason = redact(str(exc) or type(exc).__name__, key)
+    if isinstance(exc, httpx.ConnectTimeout):
+        what = f"could not be reached at {endpoint.shown_url} within {connect_timeout():g} s{tries}"
+    elif isinstance(exc, httpx.TimeoutException):
+        return MistralSuiteError(
+            f"{endpoint.label} did not answer within {timeout_seconds():g} s{tries}. If it is only slow (a long "
+            f"reply, a model still loading), allow it more time: LLM_MISTRAL_TIMEOUT=600 (seconds)."
+        )
+    elif isinstance(exc, httpx.ConnectError):
+        what = f"is not reachable at {endpoint.shown_url} ({reason}){tries}"
+    else:
+        what = f"dropped the connection ({reason}){tries}"
+    return MistralSuiteError(f"{endpoint.label} {what}. {endpoint.start_hint}".strip())
+
+
+def local_error(endpoint: Endpoint, exc: Exception, key: str | None) -> MistralSuiteError:
+    """The request could not even be sent (an illegal header, an unusable URL): a mistake here, not the network's."""
+    reason = redact(str(exc) or type(exc).__name__, key)
+    return MistralSuiteError(
+        f"The request to {endpoint.label} could not be sent ({reason}); this is not a network failure, so it was "
+        f"not retried. Check its URL ({endpoint.shown_url}) and key."
+    )
 
 
 def stream_cut_error(endpoint: Endpoint, exc: Exception) -> MistralSuiteError:
@@ -97,25 +121,33 @@ class Attempts:
         self.endpoint, self.key = endpoint, key
         self.limit = max_attempts()
         self.number = 0
+        self.timeouts = 0  # read timeouts: a server that never answers gets one more chance, not five
 
     def __iter__(self) -> Iterator[int]:
         for self.number in range(1, self.limit + 1):
             yield self.number
 
     def check_status(self, status: int, headers: Mapping[str, str], body: bytes) -> NoReturn:
-        """Raise for a failure status (call only when ``status >= 400``)."""
-        error = http_error(self.endpoint, status, body, self.number, self.key)
+        """Raise for a failure status or a redirect (call only when ``status >= 300``)."""
+        error = http_error(self.endpoint, status, body, self.number, self.key, headers.get("location"))
         if status not in RETRYABLE_STATUSES:
             raise error
         self._retry_or_fail(error, parse_retry_after(headers.get("retry-after")))
 
     def check_transport_error(self, exc: Exception) -> NoReturn:
-        """Raise for a connection failure before any of the reply arrived."""
+        """Raise for a failure before any of the reply arrived: a local one at once, a read timeout after
+        one retry, a connection failure when the attempts run out (or at once for a local server not started)."""
         import httpx
 
-        error = connection_error(self.endpoint, exc, self.number)
+        if isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL)):
+            raise local_error(self.endpoint, exc, self.key)
+        error = connection_error(self.endpoint, exc, self.number, self.key)
         if isinstance(exc, httpx.ConnectError) and not self.endpoint.retry_refused:
             raise error
+        if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+            self.timeouts += 1
+            if self.timeouts > 1:
+                raise error
         self._retry_or_fail(error, None)
 
     def _retry_or_fail(self, error: MistralSuiteError, retry_after: float | None) -> NoReturn:

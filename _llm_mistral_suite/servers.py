@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -12,8 +11,17 @@ from .embeddings import MistralEmbedding
 from .errors import MissingKeyError, MistralSuiteError
 from .options import OptionsFor
 from .replies import AsyncReplyModel, ReplyModel, ReplyRequest
-from .settings import LLAMAFILE_BASE_URL, Endpoint, llamafile_base_url
-from .storage import read_json_object
+from .settings import LLAMAFILE_BASE_URL, Endpoint, llamafile_base_url, shown_url, usable_key
+from .storage import (
+    OPTIONAL_FLAG,
+    OPTIONAL_NAMES,
+    OPTIONAL_TEXT,
+    TEXT,
+    entry_problem,
+    plain_name,
+    read_json_object,
+    skip_entry,
+)
 from .transport import arequest_json, request_json
 from .wire import chat_messages, json_schema_format, tool_definitions
 
@@ -44,7 +52,7 @@ class ServerConfig(NamedTuple):
             base_url=self.url.rstrip("/"),
             label=label,
             key_hint=f"Set its key with `llm keys set {self.key_name}`." if self.key_name else
-            f"It needs a key: `llm mistral servers add {add_name} {self.url} --key-name KEY` and "
+            f"It needs a key: `llm mistral servers add {add_name} {shown_url(self.url)} --key-name KEY` and "
             "`llm keys set KEY` (or pass --key).",
             start_hint=start,
             retry_refused=False,
@@ -53,9 +61,11 @@ class ServerConfig(NamedTuple):
     def key(self, explicit: str | None) -> str | None:
         """The key for this server only: ``--key`` (a key or an `llm keys` name), else its own `llm keys`
         entry; never an environment variable or another service's key."""
-        if not self.key_name:
-            return llm.get_key(explicit_key=explicit) if explicit else None
-        key = llm.get_key(explicit_key=explicit, key_alias=self.key_name)
+        key = usable_key(llm.get_key(explicit_key=explicit) if explicit else None, "--key", "Check the --key value.")
+        if key or not self.key_name:
+            return key
+        key = usable_key(llm.get_key(key_alias=self.key_name), f"`llm keys set {self.key_name}`",
+                         f"Set it again with `llm keys set {self.key_name}`.")
         if not key:
             raise MissingKeyError(f"No key found for {self.name}: set one with `llm keys set {self.key_name}`.")
         return key
@@ -69,27 +79,63 @@ def servers_path() -> Path:
     return llm.user_dir() / "mistral-suite-servers.json"
 
 
-def load_servers() -> list[ServerConfig]:
-    """The built-in llamafile plus the servers added with ``llm mistral servers add``; never raises."""
-    llamafile = LLAMAFILE._replace(url=llamafile_base_url())
-    added = []
-    for name, config in read_json_object(servers_path()).items():
-        try:  # one entry we cannot read is skipped, never fatal
-            added.append(ServerConfig(name=name, **{**config, "aliases": tuple(config.get("aliases", ()))}))
-        except (TypeError, AttributeError, ValueError):
-            continue
-    return [llamafile] + [server for server in added if server.name != llamafile.name]
+SERVER_FIELDS = {  # the fields of an entry of the servers file, and what each may be
+    "url": TEXT,
+    "model": OPTIONAL_TEXT,
+    "key_name": OPTIONAL_TEXT,
+    "aliases": OPTIONAL_NAMES,
+    "embedding": OPTIONAL_FLAG,
+}
 
 
-def saved_servers() -> dict[str, Any]:
-    """The servers file as it is, for changing it: an invalid one is an error, not an empty list."""
+def server_url(url: str) -> str:
+    """A server's base URL, checked and normalised (scheme in lower case, no trailing slash, ``/v1`` added to a
+    bare host); ``ValueError`` saying what is wrong."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = url.strip()
+    if not url or any(char.isspace() or ord(char) < 32 for char in url):
+        raise ValueError("a URL has no spaces or control characters")
     try:
-        saved = json.loads(servers_path().read_text())
-    except FileNotFoundError:
-        return {}
-    except ValueError:
-        raise MistralSuiteError(f"{servers_path()} is not valid JSON; fix or delete it.") from None
-    return saved if isinstance(saved, dict) else {}
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"it is not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("give the server's base URL, such as http://127.0.0.1:8000/v1")
+    if port == 0:
+        raise ValueError("port 0 is not a port a server listens on")
+    if parts.query or parts.fragment:
+        raise ValueError("give the base URL without ?query or #fragment")
+    path = parts.path.rstrip("/") or "/v1"  # OpenAI-compatible servers (llamafile, llama.cpp, vLLM) serve under /v1
+    return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", ""))
+
+
+def _looks_like_a_base_url(url: str) -> bool:
+    """A cheap check of a URL read from the file (``servers add`` wrote it through ``server_url``; the hooks read it
+    on every `llm` command, so no URL parsing here: a port out of range still fails, clearly, when it is used)."""
+    return url[:8].lower().startswith(("http://", "https://")) and len(url) > 8 and not any(
+        char.isspace() or char < " " for char in url)
+
+
+def load_servers() -> list[ServerConfig]:
+    """The built-in llamafile plus the servers added with ``llm mistral servers add``; never raises: an entry
+    that cannot be used is skipped with a warning naming the file and the entry."""
+    llamafile = LLAMAFILE._replace(url=llamafile_base_url())
+    path = servers_path()
+    added = []
+    for name, config in read_json_object(path).items():
+        problem = entry_problem(config, SERVER_FIELDS)
+        if not problem and not plain_name(name):
+            problem = "is not a plain name (letters, digits, '.', '_' and '-')"
+        if not problem and not _looks_like_a_base_url(config["url"]):
+            problem = f'has a bad "url" ({config["url"][:60]!r}; `llm mistral servers add` checks one)'
+        if problem:
+            skip_entry(path, f"server {name!r}", problem)
+            continue
+        added.append(ServerConfig(name=name, url=config["url"], model=config.get("model"), key_name=config.get("key_name"),
+                                  aliases=tuple(config.get("aliases") or ()), embedding=bool(config.get("embedding"))))
+    return [llamafile] + [server for server in added if server.name != llamafile.name]
 
 
 _discovered_models: dict[str, str] = {}  # server URL -> the model name its /models listed first
@@ -102,8 +148,8 @@ def _first_listed_model(server: ServerConfig, listing: Any) -> str:
     except (KeyError, IndexError, TypeError):
         name = "NAME" if server.name == LLAMAFILE.name else server.name
         raise MistralSuiteError(
-            f"{server.endpoint().label} lists no model at {server.url}/models; name one with "
-            f"`llm mistral servers add {name} {server.url} --model MODEL`."
+            f"{server.endpoint().label} lists no model at {shown_url(server.url)}/models; name one with "
+            f"`llm mistral servers add {name} {shown_url(server.url)} --model MODEL`."
         ) from None
 
 
@@ -147,7 +193,7 @@ def server_404_error(server: ServerConfig, error: MistralSuiteError) -> MistralS
         return error
     detail = f": {error.detail}" if error.detail else ""
     return MistralSuiteError(
-        f"{server.endpoint().label} answered 404 Not Found for {server.url}/chat/completions{detail}. "
+        f"{server.endpoint().label} answered 404 Not Found for {shown_url(server.url)}/chat/completions{detail}. "
         "Check its URL (usually ending in /v1) and model name: `llm mistral servers list`.",
         status=404, detail=error.detail,
     )
@@ -170,8 +216,9 @@ class _ServerChatBase:
     def get_key(self, explicit_key: str | None = None) -> str | None:
         return self.server.key(explicit_key)
 
-    def request_body(self, prompt: llm.Prompt, stream: bool, model: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "messages": chat_messages(prompt, thinking=False)}
+    def request_body(self, prompt: llm.Prompt, stream: bool, model: str, messages: list[dict[str, Any]]
+                     ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": messages}
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -186,9 +233,10 @@ class _ServerChatBase:
             body["response_format"] = json_schema_format(prompt.schema)
         return body
 
-    def request_for_model(self, prompt: llm.Prompt, stream: bool, key: str | None, model: str) -> ReplyRequest:
+    def request_for_model(self, prompt: llm.Prompt, stream: bool, key: str | None, model: str,
+                          messages: list[dict[str, Any]]) -> ReplyRequest:
         return ReplyRequest(
-            self.server.endpoint(), "/chat/completions", key, self.request_body(prompt, stream, model), model,
+            self.server.endpoint(), "/chat/completions", key, self.request_body(prompt, stream, model, messages), model,
             explain=lambda error: server_404_error(self.server, error),
         )
 
@@ -197,14 +245,16 @@ class ServerChat(_ServerChatBase, ReplyModel, llm.KeyModel):
     """Chat with a model served by llamafile, llama.cpp's server, Ollama, vLLM or similar."""
 
     def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any = None) -> ReplyRequest:
-        return self.request_for_model(prompt, stream, key, server_model_name(self.server, key))
+        messages = chat_messages(prompt, thinking=False)  # an empty prompt fails here, before any request
+        return self.request_for_model(prompt, stream, key, server_model_name(self.server, key), messages)
 
 
 class AsyncServerChat(_ServerChatBase, AsyncReplyModel, llm.AsyncKeyModel):
     """Async twin of ``ServerChat``: the model name is looked up without blocking the event loop."""
 
     async def areply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any = None) -> ReplyRequest:
-        return self.request_for_model(prompt, stream, key, await aserver_model_name(self.server, key))
+        messages = chat_messages(prompt, thinking=False)
+        return self.request_for_model(prompt, stream, key, await aserver_model_name(self.server, key), messages)
 
 
 class ServerEmbedding(MistralEmbedding):

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import llm
 
-from .errors import MissingKeyError
+from .errors import MissingKeyError, MistralSuiteError, key_preview
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
 LLAMAFILE_BASE_URL = "http://127.0.0.1:8080/v1"
@@ -26,6 +26,11 @@ def env_float(name: str, default: float) -> float:
 def timeout_seconds() -> float:
     """``LLM_MISTRAL_TIMEOUT``: how long to wait for a server to answer (connecting: at most 10 s)."""
     return env_float("LLM_MISTRAL_TIMEOUT", 300.0)
+
+
+def connect_timeout() -> float:
+    """How long to wait for a connection: at most 10 s, less when LLM_MISTRAL_TIMEOUT is shorter."""
+    return min(10.0, timeout_seconds())
 
 
 def max_attempts() -> int:
@@ -62,6 +67,22 @@ def hf_base_url() -> str:
     return (os.environ.get(HF_BASE_URL_ENV) or HF_BASE_URL).rstrip("/")
 
 
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed: a password in it (``http://user:pass@host``) is masked."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 class Endpoint(NamedTuple):
     """A server the plugin talks to, and how to explain its failures to the user."""
 
@@ -70,6 +91,10 @@ class Endpoint(NamedTuple):
     key_hint: str = ""
     start_hint: str = ""
     retry_refused: bool = True  # False for local servers: "connection refused" means "not started"
+
+    @property
+    def shown_url(self) -> str:
+        return shown_url(self.base_url)
 
     def headers(self, key: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -91,11 +116,32 @@ def mistral_endpoint() -> Endpoint:
 
 def mistral_key(explicit: str | None) -> str:
     """The Mistral API key: ``--key``, then ``llm keys set mistral``, LLM_MISTRAL_KEY, MISTRAL_API_KEY."""
-    key = llm.get_key(explicit_key=explicit, key_alias="mistral", env_var="LLM_MISTRAL_KEY")
-    key = key or os.environ.get("MISTRAL_API_KEY")
+    for key, source, fix in (
+        (llm.get_key(explicit_key=explicit) if explicit else None, "--key", "Check the --key value."),
+        (llm.get_key(key_alias="mistral"), "`llm keys set mistral`", "Set it again with `llm keys set mistral`."),
+        (os.environ.get("LLM_MISTRAL_KEY"), "LLM_MISTRAL_KEY", "Set LLM_MISTRAL_KEY again."),
+        (os.environ.get("MISTRAL_API_KEY"), "MISTRAL_API_KEY", "Set MISTRAL_API_KEY again."),
+    ):
+        usable = usable_key(key, source, fix)
+        if usable:
+            return usable
+    raise MissingKeyError(
+        "No Mistral API key found. Set one with `llm keys set mistral`, or the LLM_MISTRAL_KEY "
+        "(or MISTRAL_API_KEY) environment variable. Keys: https://console.mistral.ai/api-keys"
+    )
+
+
+def usable_key(key: str | None, source: str, fix: str) -> str | None:
+    """``key`` without the whitespace a paste leaves around it (None if nothing is left); an error, showing at
+    most its first 4 characters, if it holds a character an HTTP header cannot carry."""
+    key = (key or "").strip()
     if not key:
-        raise MissingKeyError(
-            "No Mistral API key found. Set one with `llm keys set mistral`, or the LLM_MISTRAL_KEY "
-            "(or MISTRAL_API_KEY) environment variable. Keys: https://console.mistral.ai/api-keys"
-        )
+        return None
+    for position, char in enumerate(key, 1):
+        if not "!" <= char <= "~":  # visible ASCII: what a Bearer token is made of
+            what = "a space" if char == " " else repr(char) if char.isascii() else "a non-ASCII character"
+            raise MistralSuiteError(
+                f"The API key from {source} cannot be sent: it has {what} at position {position}, which an HTTP "
+                f"header cannot carry (a copy-and-paste slip?). It starts {key_preview(key)}. {fix}"
+            )
     return key

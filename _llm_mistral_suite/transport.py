@@ -11,9 +11,9 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, BinaryIO, Iterator, NamedTuple, Optional
 
-from .errors import MistralSuiteError, redact, service_message
+from .errors import MistralSuiteError, not_utf8, redact, service_message
 from .retry import Attempts, Pace, RetryLater, stream_cut_error
-from .settings import Endpoint, timeout_seconds
+from .settings import Endpoint, connect_timeout, timeout_seconds
 
 if TYPE_CHECKING:
     import httpx
@@ -30,7 +30,7 @@ def _client_settings() -> dict[str, Any]:
     import httpx
 
     return {
-        "timeout": httpx.Timeout(timeout_seconds(), connect=min(10.0, timeout_seconds())),
+        "timeout": httpx.Timeout(timeout_seconds(), connect=connect_timeout()),
         "limits": httpx.Limits(max_connections=32, max_keepalive_connections=16),
         "headers": {"User-Agent": "llm-mistral-suite"},
     }
@@ -77,7 +77,7 @@ def decode_event(endpoint: Endpoint, data: str, key: str | None = None) -> dict[
         raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {redact(data, key)[:200]!r}") from None
     if chunk.__class__ is not dict or "choices" not in chunk:
         if isinstance(chunk, dict) and (chunk.get("object") == "error" or "error" in chunk):
-            raise MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {service_message(redact(data, key).encode())}")
+            raise MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {service_message(data.encode(), key)}")
         raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {redact(data, key)[:200]!r}")
     return chunk
 
@@ -100,8 +100,26 @@ class Payload(NamedTuple):
         for _, content, _ in (self.files or {}).values():
             if hasattr(content, "seek"):
                 content.seek(0)
-        return client.build_request(method, url, json=self.json, files=self.files, data=self.data,
-                                    params=self.params, headers=headers)
+        try:
+            return client.build_request(method, url, json=self.json, files=self.files, data=self.data,
+                                        params=self.params, headers=headers)
+        except UnicodeEncodeError as exc:  # text read from bytes that are not UTF-8
+            bad = next(_texts_not_utf8(self.json), None) or not_utf8(exc.object)
+            raise MistralSuiteError(f"The text to send {bad}") from None
+
+
+def _texts_not_utf8(value: Any) -> Iterator[str]:
+    """What ``not_utf8`` says of each string in a JSON body that cannot be sent."""
+    if isinstance(value, str):
+        problem = not_utf8(value)
+        if problem:
+            yield problem
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts_not_utf8(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts_not_utf8(item)
 
 
 def request(
@@ -121,9 +139,9 @@ def request(
             with pace or contextlib.nullcontext():
                 try:
                     response = client.send(payload.build(client, method, endpoint.base_url + path, endpoint.headers(key)))
-                except httpx.TransportError as exc:
+                except (httpx.TransportError, httpx.InvalidURL) as exc:
                     attempts.check_transport_error(exc)
-                if response.status_code >= 400:
+                if response.status_code >= 300:
                     attempts.check_status(response.status_code, response.headers, response.content)
                 return response
         except RetryLater as retry:
@@ -148,9 +166,9 @@ async def arequest(
         try:
             try:
                 response = await client.send(payload.build(client, method, endpoint.base_url + path, endpoint.headers(key)))
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
                 attempts.check_transport_error(exc)
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 attempts.check_status(response.status_code, response.headers, response.content)
             return response
         except RetryLater as retry:
@@ -171,10 +189,10 @@ def download(endpoint: Endpoint, path: str, key: str | None, dest: BinaryIO, chu
             try:
                 response = client.send(client.build_request("GET", endpoint.base_url + path,
                                                             headers=endpoint.headers(key) | {"Accept": "*/*"}), stream=True)
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
                 attempts.check_transport_error(exc)
             try:
-                if response.status_code >= 400:
+                if response.status_code >= 300:
                     attempts.check_status(response.status_code, response.headers, response.read())
                 for block in response.iter_bytes(chunk_size):
                     dest.write(block)
@@ -222,10 +240,10 @@ def stream_events(
         try:
             try:
                 response = client.send(payload.build(client, method, endpoint.base_url + path, headers), stream=True)
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
                 attempts.check_transport_error(exc)
             try:
-                if response.status_code >= 400:
+                if response.status_code >= 300:
                     attempts.check_status(response.status_code, response.headers, response.read())
                 if not is_event_stream(response):
                     yield None, response.read().decode("utf-8", "replace")
@@ -261,10 +279,10 @@ async def astream_events(
         try:
             try:
                 response = await client.send(payload.build(client, method, endpoint.base_url + path, headers), stream=True)
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
                 attempts.check_transport_error(exc)
             try:
-                if response.status_code >= 400:
+                if response.status_code >= 300:
                     attempts.check_status(response.status_code, response.headers, await response.aread())
                 if not is_event_stream(response):
                     yield None, (await response.aread()).decode("utf-8", "replace")

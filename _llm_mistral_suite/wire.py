@@ -9,7 +9,7 @@ import hashlib
 import json
 import string
 from pathlib import PurePath
-from typing import Any, Iterable, Iterator, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional, Union
 
 import llm
 from llm.parts import StreamEvent
@@ -17,6 +17,9 @@ from llm.parts import StreamEvent
 from .catalog import AUDIO_TYPES, DOCUMENT_TYPES
 from .errors import MistralSuiteError, StreamCutError
 from .transport import STREAM_DONE
+
+if TYPE_CHECKING:
+    from .limits import AttachmentLimits
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -49,13 +52,16 @@ def attachment_chunk(attachment: llm.Attachment) -> dict[str, Any]:
 
 
 def chat_messages(
-    prompt: llm.Prompt, *, thinking: bool, replaced: Optional[Mapping[int, llm.Attachment]] = None
+    prompt: llm.Prompt, *, thinking: bool, limits: "AttachmentLimits | None" = None,
+    replaced: Optional[Mapping[int, llm.Attachment]] = None,
 ) -> list[dict[str, Any]]:
     """OpenAI-style messages for the whole conversation in ``prompt.messages``.
 
     ``thinking`` keeps reasoning parts as Mistral ``thinking`` chunks on assistant turns (reasoning
     models need their thinking back); servers that do not take them get the answer text only.
-    ``replaced`` maps ``id(attachment)`` to the attachment to send instead (an uploaded document's URL).
+    ``limits``: the service's attachment limits, checked before any attachment is read. ``replaced`` maps
+    ``id(attachment)`` to the attachment to send instead (an uploaded document's URL). A prompt with nothing to
+    answer (empty, or only whitespace, and no attachment) is an error, not an empty request.
     """
     from llm.parts import (
         AttachmentPart,
@@ -65,8 +71,15 @@ def chat_messages(
         ToolResultPart,
     )
 
+    conversation = prompt.messages
+    attachments = [part.attachment for message in conversation for part in message.parts
+                   if isinstance(part, AttachmentPart) and part.attachment is not None]
+    if limits is not None and attachments:
+        from .limits import check_attachments
+
+        check_attachments(attachments, limits)
     messages: list[dict[str, Any]] = []
-    for message in prompt.messages:
+    for message in conversation:
         role = message.role
         if role == "tool":
             for part in message.parts:
@@ -106,6 +119,12 @@ def chat_messages(
         if tool_calls:
             wire["tool_calls"] = tool_calls
         messages.append(wire)
+    last = messages[-1] if messages else {"role": "system"}
+    if last["role"] in ("system", "assistant") or (last["role"] == "user" and not _has_content(last["content"])):
+        raise MistralSuiteError(
+            "The prompt is empty: there is nothing to answer. Give a prompt (or an attachment), "
+            "as an argument or on standard input."
+        )
     return messages
 
 
@@ -154,6 +173,10 @@ def _fragments(text: str, fragments: Any) -> list[dict[str, Any]] | None:
         else:
             return None
     return items if offset == len(text) else None
+
+
+def _has_content(content: Any) -> bool:
+    return bool(content.strip()) if isinstance(content, str) else bool(content)
 
 
 def strict_schema(schema: Any) -> Any:

@@ -19,7 +19,7 @@ from gguf_factory import (  # noqa: E402
 )  # fmt: skip
 from inprocess import invoke_llm  # noqa: E402
 
-from _llm_mistral_suite.local.registry import read_local_registry, write_local_registry
+from _llm_mistral_suite.local import registry
 
 FAST = ("-o", "n_threads", "1")  # steadier than 2 threads on busy 2-core machines
 
@@ -74,6 +74,4 @@ def add(path: Path, *args: str) -> None:
 
 
 def _register(user_dir: Path, name: str, path: Path, **extra) -> None:
-    models = read_local_registry()
-    models[name] = {"path": str(path), "aliases": [], **extra}
-    write_local_registry(models)
+    registry.update_local_registry(lambda models: models.__setitem__(name, {"path": str(path), "aliases": [], **extra}))

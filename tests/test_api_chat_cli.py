@@ -14,6 +14,8 @@ import json
 import re
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -729,3 +731,20 @@ def test_every_recording_is_replayed(recorded):
     files = {p.name for p in recorded.iterdir() if p.is_file()} - {"metadata.json"}
     assert files == replayed
     assert set(json.loads((recorded / "metadata.json").read_text())["fixtures"]) <= replayed
+
+
+# --- issue 10: an error after part of a streamed reply starts on a line of its own ------------------------
+
+
+@pytest.mark.parametrize("reply", [
+    SSEReply(chat_stream_events(["Hello", " wor", "ld", "!"]), cut_after=3),  # cut before the end
+    SSEReply([*chat_stream_events(["Hello", " wor"])[:3], {"object": "error", "message": "overloaded"}]),
+])  # fmt: skip
+def test_an_error_after_partial_text_starts_on_a_new_line(fake, cli_env, reply):
+    fake.queue(reply, reply)
+    args = [sys.executable, "-m", "llm", "-m", "mistral-large", "tell me"]
+    together = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env,
+                              timeout=60)  # one destination, as in a terminal
+    assert together.returncode == 1 and together.stdout.startswith("Hello wor\nError: "), together.stdout
+    apart = subprocess.run(args, capture_output=True, text=True, env=cli_env, timeout=60)  # stdout to a file
+    assert apart.stdout == "Hello wor" and apart.stderr.startswith("Error: "), apart.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import llm
 import llm.cli
@@ -16,8 +17,9 @@ from api_mock import (
     registered_models,
 )
 from click.testing import CliRunner
-from conftest import SENTINEL_KEY
+from conftest import SENTINEL_KEY, assert_cli_ok
 from fake_mistral import DEFAULT_MODELS, chat_completion, model_card
+from inprocess import invoke_llm
 
 from _llm_mistral_suite import catalog
 from _llm_mistral_suite.catalog import (
@@ -290,3 +292,23 @@ def test_llm_mistral_cache_adds_the_ids_it_listed(mock, key):
 def test_a_damaged_llm_mistral_cache_is_ignored(content):
     (llm.user_dir() / "mistral_models.json").write_bytes(content)
     assert {e.model_id for e in CHAT_ENTRIES} <= {m.model_id for m, _, _ in registered_models()}
+
+
+def test_mistral_models_lists_only_ids_that_work():
+    """`llm mistral models` used to list mistral/codestral-embed (no such model id) and leave out codestral-fim."""
+    rows = json.loads(assert_cli_ok(invoke_llm("mistral", "models", "--json")))
+    ids = [row["id"] for row in rows]
+    assert "mistral/codestral-embed" not in ids
+    assert [i for i in ids if i.startswith("mistral/codestral-embed")] == [
+        f"mistral/codestral-embed-{size}" for size in (256, 512, 1024, 1536, 3072)]
+    fim = next(row for row in rows if row["id"] == "mistral/codestral-fim")
+    assert fim["aliases"] == ["codestral-fim"] and fim["capabilities"] == ["fim"]
+    for row in rows:  # every id and alias shown names a model llm can use
+        for name in [row["id"], *row["aliases"]]:
+            if "embedding" in row["capabilities"]:
+                assert llm.get_embedding_model(name).model_id == row["id"]
+            else:
+                assert llm.get_model(name).model_id == row["id"]
+    table = assert_cli_ok(invoke_llm("mistral", "models"))
+    assert "mistral/codestral-fim" in table
+    assert re.search(r"^mistral/codestral-embed-1536 +codestral-embed ", table, re.MULTILINE)

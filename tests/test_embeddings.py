@@ -12,12 +12,15 @@ import csv
 import json
 import sqlite3
 import struct
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import llm
 import pytest
+import sqlite_utils
 from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, bodies, validate_request
 from fake_mistral import JSONReply, _vector, count_tokens, documents, error_reply
 
@@ -311,11 +314,11 @@ def test_an_answer_in_another_encoding_is_asked_again_as_floats(api, odd):
     assert embeddings.FLOATS_ONLY == {api.base_url}
 
 
-def test_a_bad_input_is_reported_once_asked_as_floats_too(api):
+def test_a_bad_input_is_reported_at_once_not_retried_as_floats(api):
     with pytest.raises(MistralSuiteError, match="Item 2 of 2 could not be embedded: Input id 1 has"):
         list(mistral_embed().embed_multi(["fine", "word " * 9000]))  # 9,000 words pass our check, not the fake's
-    assert [b.get("encoding_format") for b in bodies(api, EMBEDDINGS)] == ["base64", None]
-    assert embeddings.FLOATS_ONLY == set()  # floats failed too: it was not about base64
+    assert [b.get("encoding_format") for b in bodies(api, EMBEDDINGS)] == ["base64"]  # it names an input: not base64
+    assert embeddings.FLOATS_ONLY == set()
 
 
 def test_embed_multi_with_a_service_refusing_base64(fake, run_llm, user_dir, tmp_path):
@@ -492,3 +495,35 @@ def test_errors_name_the_item(fake, run_llm, cli_env, tmp_path):
         if db.exists():  # nothing half-written
             with sqlite3.connect(db) as conn:
                 assert conn.execute("select count(*) from embeddings").fetchone() == (0,), args
+
+
+# --- issue 10: the rejected row is named however the service says which; text that is not UTF-8 ---------
+
+
+@pytest.mark.parametrize("reply", [
+    JSONReply({"detail": [{"type": "string_too_long", "loc": ["body", "input", 1], "msg": "too long"}]}, 422),
+    error_reply(400, "inputs[1] is not valid"),
+    error_reply(400, "Invalid input at index 1"),
+    error_reply(413, "input 1 is too large"),
+])  # fmt: skip
+def test_the_rejected_row_is_named_in_every_shape(api, user_dir, tmp_path, reply):
+    api.queue(reply)
+    rows = write_csv(tmp_path / "rows.csv", [("first", "one"), ("second-row", "two"), ("third", "three")])
+    collection = llm.Collection("notes", sqlite_utils.Database(user_dir / "embeddings.db"),
+                                model_id="mistral/mistral-embed")
+    with open(rows) as handle:
+        items = [(row["id"], row["content"]) for row in csv.DictReader(handle)]
+    with pytest.raises(MistralSuiteError, match=r"Item 'second-row' could not be embedded") as info:
+        collection.embed_multi(items)
+    assert "Nothing from this batch of 3 items was stored" in str(info.value)
+
+
+def test_text_that_is_not_utf8_names_the_item(fake, cli_env, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "llm", "embed", "-m", "mistral-embed"], input=b"na\xefve text",
+                            capture_output=True, env=cli_env, timeout=60)
+    completed = subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(),
+                                            result.stderr.decode("utf-8", "replace"))
+    assert_cli_error(completed, "The input is not valid UTF-8", "byte 0xef after 'na'")
+    assert bodies(fake, EMBEDDINGS) == []
+    with pytest.raises(MistralSuiteError, match="Item 2 of 2 is not valid UTF-8"):
+        list(mistral_embed().embed_batch(["fine", "bad \udcff"], key=SENTINEL_KEY))

@@ -7,6 +7,8 @@ End-to-end runs use a real `llm` subprocess (``run_llm``); variations of them ru
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import click
 import pytest
@@ -252,3 +254,33 @@ def test_retired_fim_model_is_refused_before_any_request(fake, cli, user_dir):
                             "deprecation": "2025-01-01", "deprecation_replacement_model": "codestral-latest"})
     assert_cli_error(cli("mistral", "fim", "a", "-m", "codestral-2405"), "retired", "codestral-latest")
     assert fim_bodies(fake) == []
+
+
+# --- issue 10: input that is not UTF-8 is one clear error, whatever the locale ---------------------------
+
+
+@pytest.mark.parametrize("lang", ["C.UTF-8", "en_US.UTF-8"])
+def test_stdin_that_is_not_utf8_is_one_clear_error(fake, cli_env, lang):
+    result = subprocess.run([sys.executable, "-m", "llm", "mistral", "fim", "--suffix", ")"], input=b"print(\xff",
+                            capture_output=True, env={**cli_env, "LANG": lang, "LC_ALL": lang}, timeout=60)
+    completed = subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(),
+                                            result.stderr.decode("utf-8", "replace"))
+    assert_cli_error(completed, "standard input is not UTF-8 text", "byte 0xff at offset 6")
+    assert fim_bodies(fake) == []
+
+
+@pytest.mark.parametrize("option", ["--prefix-file", "--suffix-file", "--file"])
+def test_files_that_are_not_utf8_are_one_clear_error(fake, cli, tmp_path, option):
+    bad = tmp_path / "latin1.py"
+    bad.write_bytes("s = 'café'\n".encode("latin-1"))
+    args = ["mistral", "fim", option, str(bad)] + (["--line", "1"] if option == "--file" else [])
+    args += ["x = "] if option == "--suffix-file" else []
+    assert_cli_error(cli(*args), f"{bad} is not UTF-8 text", "byte 0xe9")
+    assert fim_bodies(fake) == []
+
+
+def test_windows_line_endings_are_read_as_before(fake, cli, tmp_path):
+    source = tmp_path / "crlf.py"
+    source.write_bytes(b"a = 1\r\nb = 2\r\n")
+    assert_cli_ok(cli("mistral", "fim", "--prefix-file", str(source)))
+    assert fim_bodies(fake)[0]["prompt"] == "a = 1\nb = 2\n"  # universal newlines, as text files were read

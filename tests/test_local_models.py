@@ -19,7 +19,6 @@ from inprocess import invoke_llm  # noqa: E402
 from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
 from local_kit import FAST, GREEDY, LONG_TEXT, _register, add, last_log  # noqa: E402
 
-from _llm_mistral_suite.errors import MistralSuiteError
 from _llm_mistral_suite.options import LOCAL_DEFAULT_MAX_TOKENS
 from _llm_mistral_suite.local.runtime import LOADED, default_gpu_layers, load_local_llama
 

@@ -142,3 +142,97 @@ def test_missing_file_after_registration(ggufs, user_dir):
     add(copy, "--name", "gone")
     copy.unlink()
     assert_cli_error(invoke_llm("-m", "mistral-local/gone", "hi"), "no such file", str(copy))
+
+
+# --- issue 10: remove --delete-file deletes only what is ours alone; add explains what it cannot use --------
+
+
+def remove(name: str) -> str:
+    return assert_cli_ok(invoke_llm("mistral", "local", "remove", name, "--delete-file"))
+
+
+def test_delete_file_keeps_a_file_another_name_uses(ggufs, tmp_path):
+    copy = tmp_path / "shared.gguf"
+    copy.write_bytes(ggufs.dense.read_bytes())
+    add(copy, "--name", "first")
+    add(copy, "--name", "second")
+    said = remove("first")
+    assert "Removed mistral-local/first; kept" in said and "mistral-local/second still uses it" in said
+    assert copy.exists()
+    assert f"and deleted {copy}" in remove("second") and not copy.exists()
+
+
+def test_delete_file_keeps_a_file_llm_llama_cpp_uses(ggufs, tmp_path, user_dir):
+    copy = tmp_path / "theirs-too.gguf"
+    copy.write_bytes(ggufs.dense.read_bytes())
+    add(copy, "--name", "mine")
+    (user_dir / "llama-cpp").mkdir()
+    hard_link = tmp_path / "hard-link.gguf"
+    os.link(copy, hard_link)  # the same file under another name
+    (user_dir / "llama-cpp" / "models.json").write_text(json.dumps({"theirs": {"path": str(hard_link), "aliases": []}}))
+    assert "llm-llama-cpp's theirs still uses it" in remove("mine")
+    assert copy.exists()
+
+
+def test_delete_file_keeps_a_file_that_is_no_longer_a_gguf(ggufs, tmp_path):
+    copy = tmp_path / "reused.gguf"
+    copy.write_bytes(ggufs.dense.read_bytes())
+    add(copy, "--name", "reused")
+    copy.write_text("my notes, written over the old model")
+    assert "no longer a GGUF file" in remove("reused")
+    assert copy.read_text() == "my notes, written over the old model"
+
+
+def test_delete_file_never_deletes_the_target_of_a_symbolic_link(ggufs, tmp_path):
+    shared = tmp_path / "shared-models"
+    shared.mkdir()
+    target = shared / "team.gguf"
+    target.write_bytes(ggufs.dense.read_bytes())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "team.gguf").symlink_to(target)
+    add(mine / "team.gguf", "--name", "team")
+    assert json.loads(invoke("mistral", "local", "list", "--json").output)[0]["path"] == str(mine / "team.gguf")
+    said = remove("team")
+    assert "symbolic link" in said and str(target) in said
+    assert target.exists() and (mine / "team.gguf").is_symlink()
+
+
+def test_delete_file_still_deletes_a_file_only_it_uses(ggufs, tmp_path):
+    copy = tmp_path / "alone.gguf"
+    copy.write_bytes(ggufs.dense.read_bytes())
+    add(copy, "--name", "alone")
+    assert f"Removed mistral-local/alone and deleted {copy}" in remove("alone") and not copy.exists()
+    add(ggufs.dense, "--name", "kept")
+    assert_cli_ok(invoke_llm("mistral", "local", "remove", "kept"))  # without --delete-file the file stays
+    assert ggufs.dense.exists()
+
+
+def test_add_explains_paths_it_cannot_use(tmp_path):
+    loop_a, loop_b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    assert_cli_error(invoke_llm("mistral", "local", "add", str(loop_a)), "symbolic link", "loop")
+    assert_cli_error(invoke_llm("mistral", "local", "add", "~nobody-here-at-all/x.gguf"), "Cannot read")
+    if os.geteuid() != 0:  # root reads anything: the kernel's own unreadable file stands in
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        (locked / "x.gguf").write_bytes(b"GGUF")
+        locked.chmod(0)
+        try:
+            assert_cli_error(invoke_llm("mistral", "local", "add", str(locked / "x.gguf")), "Permission denied")
+        finally:
+            locked.chmod(0o755)
+    if os.path.exists("/proc/self/mem"):
+        assert_cli_error(invoke_llm("mistral", "local", "add", "/proc/self/mem"), "Cannot read /proc/self/mem")
+
+
+@pytest.mark.parametrize("file_name, suggestion", [
+    ("my model.gguf", "my-model"), ("modèle été.gguf", "modele-ete"), ("模型.gguf", "my-model"),
+])  # fmt: skip
+def test_a_file_name_that_is_no_model_name_says_to_use_name(ggufs, tmp_path, file_name, suggestion):
+    copy = tmp_path / file_name
+    copy.write_bytes(ggufs.dense.read_bytes())
+    line = assert_cli_error(invoke_llm("mistral", "local", "add", str(copy)), "--name", f"--name {suggestion}")
+    assert repr(file_name[:-5]) in line
+    assert_cli_ok(invoke_llm("mistral", "local", "add", str(copy), "--name", suggestion))

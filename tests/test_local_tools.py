@@ -71,7 +71,7 @@ def test_forced_call_runs_the_tool_and_sends_the_result_back(version, tool_ggufs
     evaluated = vocab.show(list(llama.eval_tokens))
     if version == "v3":
         assert f'[TOOL_CALLS] [{{"name": "llm_version", "arguments": {{}}, "id": "{call_id}"}}]</s>' in evaluated
-        assert f'[TOOL_RESULTS] {{"content": ' in evaluated and f'"call_id": "{call_id}"}}[/TOOL_RESULTS]' in evaluated
+        assert '[TOOL_RESULTS] {"content": ' in evaluated and f'"call_id": "{call_id}"}}[/TOOL_RESULTS]' in evaluated
     else:
         assert "[TOOL_CALLS]llm_version[ARGS]{}</s>[TOOL_RESULTS]" in evaluated
         assert call_id not in evaluated  # v13 writes no call ids

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import llm
 import pytest
 
 from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, run_llm_process
@@ -388,6 +389,111 @@ def test_embedding_server(llamafile, cli, run_llm):
     assert "5" in assert_cli_ok(cli("collections", "list"))
 
 
+# --- issue 10: names, URLs, passwords and settings of added servers ------------------------------------
+
+
+@pytest.mark.parametrize("name, alias, needle", [
+    ("evil", "mistral-small", "'mistral-small' is already an alias of mistral/mistral-small-latest"),
+    ("evil", "mistral/mistral-large-latest", "is already a model's id"),
+    ("mistral-small", None, "is already an alias of mistral/mistral-small-latest"),
+    ("gpt-4o", None, "'gpt-4o' is already a model's id"),  # llm's own OpenAI models
+    ("4o", None, "an alias of gpt-4o"),
+    ("mistral/mistral-large-latest", None, "not a plain name"),
+    ("", None, "not a plain name"),
+    ("..", None, "not a plain name"),
+    ("../x", None, "not a plain name"),
+    ("a/b", None, "not a plain name"),
+    ("a b", None, "not a plain name"),
+])  # fmt: skip
+def test_a_server_cannot_take_over_another_models_name(llamafile, cli, name, alias, needle):
+    args = ("mistral", "servers", "add", name, llamafile.base_url) + (("--alias", alias) if alias else ())
+    result = cli(*args)
+    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "evil" not in assert_cli_ok(cli("mistral", "servers", "list"))
+    if alias or name in ("mistral-small", "mistral/mistral-large-latest"):
+        assert llm.get_model(alias or name).model_id.startswith("mistral/")  # still Mistral's
+    assert llamafile.requests == []
+
+
+def test_an_alias_of_another_server_is_refused_but_a_server_keeps_its_own(llamafile, cli):
+    assert_cli_ok(cli("mistral", "servers", "add", "one", llamafile.base_url, "--alias", "shared"))
+    result = cli("mistral", "servers", "add", "two", llamafile.base_url, "--alias", "shared")
+    assert result.returncode == 2 and "'shared' is already an alias of one" in result.stderr
+    assert_cli_ok(cli("mistral", "servers", "add", "one", llamafile.base_url, "--alias", "shared"))  # re-adding
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("http://127.0.0.1 :8000/v1", "no spaces"),
+    ("http://exa mple.com/v1", "no spaces"),
+    ("http:///v1", "base URL"),
+    ("http://:8000/v1", "base URL"),
+    ("http://127.0.0.1:99999/v1", "Port out of range"),
+    ("http://127.0.0.1:0/v1", "port 0"),
+    ("http://127.0.0.1:80a/v1", "not a valid URL"),
+    ("ftp://127.0.0.1/v1", "base URL"),
+    ("localhost:8000", "base URL"),
+    ("http://127.0.0.1:8000/v1?key=1", "without ?query"),
+])  # fmt: skip
+def test_server_urls_are_checked(cli, url, needle):
+    result = cli("mistral", "servers", "add", "box", url)
+    assert result.returncode == 2 and needle in result.stderr, result.stderr
+    assert "box" not in assert_cli_ok(cli("mistral", "servers", "list"))
+
+
+@pytest.mark.parametrize("url, stored", [
+    ("HTTP://127.0.0.1:8000", "http://127.0.0.1:8000/v1"),
+    ("HTTPS://Example.COM/api/", "https://Example.COM/api"),
+    (" http://[::1]:8000/v1 ", "http://[::1]:8000/v1"),
+])  # fmt: skip
+def test_valid_urls_in_any_case_are_accepted(cli, url, stored):
+    assert_cli_ok(cli("mistral", "servers", "add", "box", url))
+    assert f"box: {stored}, chat" in assert_cli_ok(cli("mistral", "servers", "list"))
+
+
+def test_a_password_in_a_server_url_is_never_printed(llamafile, cli, run_llm):
+    secret = "hunter2-SECRET"
+    with_password = llamafile.base_url.replace("http://", f"http://alice:{secret}@")
+    added = assert_cli_ok(cli("mistral", "servers", "add", "box", with_password, "--model", "m"))
+    shown = llamafile.base_url.replace("http://", "http://alice:***@")
+    assert shown in added
+    assert f"box: {shown}, chat" in assert_cli_ok(cli("mistral", "servers", "list"))
+    assert json.loads(assert_cli_ok(cli("mistral", "servers", "list", "--json")))[1]["url"] == shown
+    assert_cli_ok(run_llm("-m", "box", "hi"))  # the password still works: sent as the URL's credentials
+    assert llamafile.requests[-1].headers["authorization"].startswith("Basic ")
+    down = f"http://alice:{secret}@127.0.0.1:{free_port()}/v1"
+    assert_cli_ok(cli("mistral", "servers", "add", "down", down, "--model", "m"))
+    result = run_llm("-m", "down", "hi")
+    assert_cli_error(result, "not reachable", "alice:***@")
+    assert_cli_error(cli("-m", "down", "hi", "--no-stream"), "alice:***@")
+    for output in (result.stdout, result.stderr, added):
+        assert secret not in output
+
+
+def test_adding_a_server_again_keeps_what_is_not_given(llamafile, cli, run_llm):
+    """`servers add vllm NEWURL` after `--model big --key-name vkey --alias bigm` used to lose all three."""
+    with FakeLlamafile(model_id="served-default") as moved:
+        assert_cli_ok(cli("mistral", "servers", "add", "vllm", llamafile.base_url, "--model", "big",
+                          "--key-name", "vkey", "--alias", "bigm"))
+        assert_cli_ok(cli("keys", "set", "vkey", "--value", "VKEY-SECRET"))
+        said = assert_cli_ok(cli("mistral", "servers", "add", "vllm", moved.base_url))
+        assert said.startswith(f"Updated vllm (chat) at {moved.base_url}")
+        assert "kept its model big; key name vkey; aliases bigm (--replace forgets them)" in said
+        assert assert_cli_ok(run_llm("-m", "bigm", "hi")) == "echo: hi\n"
+        [request] = moved.requests
+        assert request.body["model"] == "big" and request.headers["authorization"] == "Bearer VKEY-SECRET"
+        said = assert_cli_ok(cli("mistral", "servers", "add", "vllm", moved.base_url, "--alias", "newname"))
+        assert "aliases" not in said.split("kept")[1]  # what is given replaces, the rest is kept
+        assert_cli_error(cli("-m", "bigm", "hi"), "Unknown model")
+        said = assert_cli_ok(cli("mistral", "servers", "add", "vllm", moved.base_url, "--replace", "--embedding"))
+        assert said == f"Added vllm (embeddings) at {moved.base_url}\n"
+        rows = json.loads(assert_cli_ok(cli("mistral", "servers", "list", "--json")))
+        [row] = [r for r in rows if r["name"] == "vllm"]
+        assert row == {"name": "vllm", "url": moved.base_url, "model": None, "key_name": None, "aliases": [],
+                       "embedding": True}
+        said = assert_cli_ok(cli("mistral", "servers", "add", "vllm", llamafile.base_url))
+        assert "kept its kind embeddings" in said  # --chat would change it back
+
+
 # --- (b) a real llama_cpp.server on a tiny GGUF ----------------------------------------------------
 
 
@@ -461,3 +567,8 @@ def test_real_llama_cpp_server_added(llama_server, cli):
     first, second = logs(cli)
     assert first["response"].strip() and second["response"].strip()
     assert first["conversation_id"] == second["conversation_id"]
+
+
+def test_an_empty_prompt_to_a_server_is_refused_locally(llamafile, cli):
+    assert_cli_error(cli("-m", "llamafile", ""), "The prompt is empty")
+    assert llamafile.requests == []

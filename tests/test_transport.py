@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 
 import httpx
@@ -15,8 +17,8 @@ from api_mock import (
     chunk,
     sse,
 )
-from conftest import SENTINEL_KEY
-from fake_mistral import chat_completion, chat_stream_events
+from conftest import SENTINEL_KEY, assert_cli_error
+from fake_mistral import RawReply, chat_completion, chat_stream_events
 
 from _llm_mistral_suite.errors import MistralSuiteError
 from _llm_mistral_suite.retry import backoff_delay, parse_retry_after
@@ -219,3 +221,114 @@ def test_key_never_in_error_even_in_part(mock, key, stream, echo):
         with pytest.raises(MistralSuiteError) as info:
             model.prompt("hi", stream=stream).text()
         assert prefix not in str(info.value)
+
+
+# --- issue 10: the key stays hidden however it is echoed; local errors, read timeouts, redirects ---------------
+
+
+def escaped(text: str) -> str:
+    """``text`` as a JSON string whose every character is a \\u escape (how some services echo input)."""
+    return '"' + "".join(f"\\u{ord(char):04x}" for char in text) + '"'
+
+
+@pytest.mark.parametrize("prefix", ["", "x" * 480])  # the second straddles the 500-character cut
+def test_an_sse_error_event_with_the_key_json_escaped_never_shows_it(mock, key, prefix):
+    event = '{"object": "error", "message": ' + escaped(f"{prefix}Bad key {SENTINEL_KEY}") + "}"
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(chunk({"content": "a"}), event))
+    with pytest.raises(MistralSuiteError, match="mid-stream") as info:
+        llm.get_model("mistral-large").prompt("hi").text()
+    assert SENTINEL_KEY[:8] not in str(info.value)
+    if not prefix:
+        assert "Bad key [key]" in str(info.value)
+
+
+@pytest.mark.parametrize("status", [401, 422])
+@pytest.mark.parametrize("prefix", ["", "y" * 470, "y" * 490])
+def test_an_error_body_with_the_key_json_escaped_never_shows_it(mock, key, status, prefix):
+    body = '{"message": ' + escaped(f"{prefix}Invalid API key {SENTINEL_KEY}") + "}"
+    mock.add_response(url=CHAT_URL, status_code=status, content=body.encode())
+    with pytest.raises(MistralSuiteError) as info:
+        llm.get_model("mistral-large").prompt("hi").text()
+    assert SENTINEL_KEY[:8] not in str(info.value) and SENTINEL_KEY[:8] not in info.value.detail
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_local_error_is_never_retried_and_never_shows_the_key(mock, key, stream):
+    """httpx refusing our own request (an illegal header) is no network failure: one attempt, key redacted."""
+    mock.add_exception(httpx.LocalProtocolError(f"Illegal header value b'Bearer {SENTINEL_KEY}\\t'"), is_reusable=True)
+    with pytest.raises(MistralSuiteError, match="could not be sent.*not retried") as info:
+        llm.get_model("mistral-large").prompt("hi", stream=stream).text()
+    assert len(mock.get_requests()) == 1
+    assert SENTINEL_KEY not in str(info.value) and "network failure" in str(info.value)
+
+
+class SilentServer:
+    """Accepts connections and reads requests, but never answers; counts the connections."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        self.connections: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.connections:
+            conn.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_that_never_answers_gets_one_retry_then_a_clear_error(key, monkeypatch, stream):
+    from _llm_mistral_suite import transport
+
+    server = SilentServer()
+    monkeypatch.setenv("LLM_MISTRAL_BASE_URL", server.url)
+    monkeypatch.setenv("LLM_MISTRAL_TIMEOUT", "0.5")
+    monkeypatch.setattr(transport, "_sync_client", None)  # a client with this timeout
+    started = time.monotonic()
+    try:
+        with pytest.raises(MistralSuiteError) as info:
+            llm.get_model("mistral-large").prompt("hi", stream=stream).text()
+    finally:
+        server.close()
+        monkeypatch.setattr(transport, "_sync_client", None)
+    assert len(server.connections) == 2  # the default is 5 attempts: a read timeout gets one retry only
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert "did not answer within 0.5 s after 2 attempts" in message and "LLM_MISTRAL_TIMEOUT=600" in message
+
+
+def test_a_read_timeout_through_the_cli_is_one_clear_error(run_llm, llm_env):
+    server = SilentServer()
+    try:
+        result = run_llm("-m", "mistral-small", "hi", env={**llm_env, "LLM_MISTRAL_BASE_URL": server.url,
+                                                          "LLM_MISTRAL_KEY": SENTINEL_KEY, "LLM_MISTRAL_TIMEOUT": "1"})
+    finally:
+        server.close()
+    assert_cli_error(result, "did not answer within 1 s", "LLM_MISTRAL_TIMEOUT")
+    assert len(server.connections) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_says_so(mock, key, status, stream):
+    mock.add_response(url=CHAT_URL, status_code=status, headers={"Location": "https://api.example.net/v1/chat"},
+                      text="<html>moved</html>")
+    with pytest.raises(MistralSuiteError) as info:
+        llm.get_model("mistral-large").prompt("hi", stream=stream).text()
+    message = str(info.value)
+    assert f"redirect ({status}) to https://api.example.net/v1/chat" in message and "not JSON" not in message
+    assert len(mock.get_requests()) == 1  # never followed: the key must not go elsewhere
+
+
+def test_a_redirect_through_the_cli(fake, run_llm):
+    fake.queue(RawReply(301, b"", {"Location": "https://elsewhere.example/v1/chat/completions"}))
+    assert_cli_error(run_llm("-m", "mistral-small", "hi"), "redirect (301)", "elsewhere.example")

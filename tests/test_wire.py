@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from typing import Any
 
 import llm
@@ -22,8 +24,9 @@ from api_mock import (
     user,
     weather,
 )
-from conftest import SENTINEL_KEY
+from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok
 from fake_mistral import chat_completion, chat_stream_events
+from inprocess import invoke_llm
 from llm.parts import (
     Message,
     ReasoningPart,
@@ -514,3 +517,57 @@ def test_recorded_stream_is_one_block_sent_back_in_its_fragments(mock, key, reco
     assistant = sent(mock)[1]["messages"][1]
     assert assistant == {"role": "assistant", "content": [
         {"type": "thinking", "thinking": fragments, "closed": True}, {"type": "text", "text": "323"}]}
+
+
+# --- issue 10: nothing to send, and attachments over the service's limits, are refused before sending -------
+
+
+
+@pytest.mark.parametrize("messages", [
+    [],
+    [Message(role="system", parts=[TextPart(text="be brief")])],
+    [user("")],
+    [user("  \n\t")],
+    [user("hi"), Message(role="assistant", parts=[TextPart(text="hello")])],  # `llm -c ""`: no new turn
+])  # fmt: skip
+def test_nothing_to_answer_is_refused(messages):
+    with pytest.raises(MistralSuiteError, match="The prompt is empty"):
+        build("mistral-large", messages)
+
+
+def test_an_attachment_alone_is_something_to_answer():
+    assert build("mistral-large", [user("", llm.Attachment(content=PNG))])["messages"][0]["content"][0]["type"] == \
+        "image_url"
+
+
+@pytest.mark.parametrize("args, stdin", [
+    (("-m", "mistral-small", ""), None),
+    (("-m", "mistral-small"), "\n"),  # `echo | llm -m mistral-small`
+    (("-m", "mistral-small", "-s", "be brief", ""), None),
+    (("-m", "mistral-small", "", "--no-stream"), None),
+    (("-m", "mistral-small", "", "--async"), None),
+])  # fmt: skip
+def test_an_empty_prompt_is_refused_locally(fake, monkeypatch, args, stdin):
+    monkeypatch.setenv("LLM_MISTRAL_BASE_URL", fake.base_url)
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    assert_cli_error(invoke_llm(*args, input=stdin), "The prompt is empty")
+    assert fake.requests == []  # no `messages: []` and its 422
+
+
+def test_continuing_with_an_empty_prompt_is_refused(fake, monkeypatch):
+    monkeypatch.setenv("LLM_MISTRAL_BASE_URL", fake.base_url)
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    assert_cli_ok(invoke_llm("-m", "mistral-small", "hi"))
+    assert_cli_error(invoke_llm("-c", ""), "The prompt is empty")
+    assert len(fake.requests) == 1
+
+
+def test_text_that_is_not_utf8_is_one_clear_error(fake, cli_env):
+    """Bytes that are not UTF-8 on standard input reach the plugin as lone surrogates (Python's
+    surrogateescape); they used to end in httpx's cryptic 'surrogates not allowed'."""
+    result = subprocess.run([sys.executable, "-m", "llm", "-m", "mistral-small"], input=b"caf\xe9 au lait",
+                            capture_output=True, env=cli_env, timeout=60)
+    completed = subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(),
+                                            result.stderr.decode("utf-8", "replace"))
+    assert_cli_error(completed, "not valid UTF-8", "byte 0xe9 after 'caf'", "iconv")
+    assert fake.requests == []

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import MistralSuiteError
+from ..storage import plain_name
 from .download import DEFAULT_QUANT, LOCAL_DOWNLOADS, download_model
 from .gguf import GGUFError, check_gguf, human_size, read_gguf_info
 from .registry import (
     LOCAL_PREFIX,
     add_local_model,
+    llama_cpp_entries,
     llama_cpp_models_path,
     local_models,
-    read_local_registry,
-    write_local_registry,
+    update_local_registry,
 )
 
 
@@ -33,6 +36,14 @@ def _local_name_for(path: Path) -> str:
     return re.sub(r"-\d{5}-of-\d{5}$", "", stem)  # split files: "x-00001-of-00002.gguf" -> "x"
 
 
+def _absolute(path: str) -> Path:
+    """``path`` made absolute, ``~`` expanded, symbolic links kept (so `remove --delete-file` sees a link as one)."""
+    try:
+        return Path(os.path.abspath(Path(path).expanduser()))
+    except RuntimeError as exc:  # "~nobody/x.gguf"
+        raise MistralSuiteError(f"Cannot read {path}: {str(exc).rstrip('.')}.") from None
+
+
 @local_group.command(name="add")
 @click.argument("path")
 @click.option("--name", help="Model name: mistral-local/NAME (default: the file's stem)")
@@ -42,24 +53,26 @@ def _local_name_for(path: Path) -> str:
 def local_add_command(path: str, name: str | None, aliases: tuple[str, ...], embedding: bool,
                       mmproj: str | None) -> None:
     """Register a GGUF file as model mistral-local/NAME."""
-    file = Path(path).expanduser().resolve()
+    file = _absolute(path)
     info = check_gguf(str(file))
     extra = {}
     if mmproj:
-        projector = Path(mmproj).expanduser().resolve()
+        projector = _absolute(mmproj)
         if check_gguf(str(projector)).architecture != "clip":
             raise MistralSuiteError(f"{projector} is not a multimodal projector (its GGUF architecture is "
                                     f"{read_gguf_info(projector).architecture}, not clip).")
         if embedding:
             raise MistralSuiteError("An embedding model takes no --mmproj.")
         extra["mmproj"] = str(projector)
-    name = name or _local_name_for(file)
-    existing = read_local_registry().get(name)
-    if existing and Path(existing["path"]) != file:
-        raise MistralSuiteError(
-            f"mistral-local/{name} is already registered ({existing['path']}). "
-            f"Choose another --name or run `llm mistral local remove {name}` first."
-        )
+    if name is None:
+        name = _local_name_for(file)
+        if not plain_name(name, 200):
+            ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+            suggestion = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name).strip("-._") or "my-model"
+            raise MistralSuiteError(
+                f"The file name gives the model name {name!r}, which is not usable (letters, digits, '.', '_' "
+                f"and '-' only): choose one with --name, such as --name {suggestion}."
+            )
     granted = add_local_model(name, file, aliases, embedding=embedding, extra=extra)
     kind = "embedding model" if embedding else "model"
     named = f" (aliases: {', '.join(granted)})" if granted else ""
@@ -127,29 +140,69 @@ def local_list_command(as_json: bool) -> None:
 
 @local_group.command(name="remove")
 @click.argument("name")
-@click.option("--delete-file", is_flag=True, help="Also delete the GGUF file")
+@click.option("--delete-file", is_flag=True, help="Also delete the GGUF file (only if nothing else uses it)")
 def local_remove_command(name: str, delete_file: bool) -> None:
-    """Unregister mistral-local/NAME."""
+    """Unregister mistral-local/NAME.
+
+    With --delete-file the file is deleted too, but only a regular file that is still a GGUF and that no
+    other registered model (of this plugin or llm-llama-cpp) uses; otherwise it is kept, and the reason said.
+    """
     name = name.removeprefix(LOCAL_PREFIX)
-    models = read_local_registry()
-    if name not in models:
-        if any(model.name == name for model in local_models()):
-            raise MistralSuiteError(
-                f"mistral-local/{name} comes from llm-llama-cpp's models.json ({llama_cpp_models_path()}); "
-                "remove it there."
-            )
-        known = ", ".join(sorted(models)) or "none"
-        raise MistralSuiteError(f"No local model named {name!r} (registered: {known}).")
-    entry = models.pop(name)
-    write_local_registry(models)
+
+    def unregister(models: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        if name not in models:
+            if any(model.name == name for model in local_models()):
+                raise MistralSuiteError(
+                    f"mistral-local/{name} comes from llm-llama-cpp's models.json ({llama_cpp_models_path()}); "
+                    "remove it there."
+                )
+            known = ", ".join(sorted(models)) or "none"
+            raise MistralSuiteError(f"No local model named {name!r} (registered: {known}).")
+        entry = models.pop(name)
+        others = {f"mistral-local/{other}": value.get("path") for other, value in models.items()
+                  if isinstance(value, dict)}
+        others |= {f"llm-llama-cpp's {other}": file for other, file in llama_cpp_entries().items()}
+        return entry, reason_to_keep(str(entry.get("path")), others) if delete_file else None
+
+    entry, keep = update_local_registry(unregister)
     message = f"Removed mistral-local/{name}"
-    if delete_file:
+    if delete_file and keep:
+        message += f"; kept {entry['path']}: {keep}"
+    elif delete_file:
         try:
             Path(entry["path"]).unlink()
             message += f" and deleted {entry['path']}"
         except OSError as exc:
             message += f"; could not delete {entry['path']}: {exc.strerror or exc}"
     click.echo(message)
+
+
+def reason_to_keep(path: str, others: dict[str, Any]) -> str | None:
+    """Why the GGUF file at ``path`` must not be deleted (None: it may be): it is not a regular file of its own
+    (a link into a shared folder, a directory), no longer a GGUF, or another model (``others``: id -> path) uses it."""
+    file = Path(path)
+    try:
+        if file.is_symlink():
+            return f"it is a symbolic link (to {os.path.realpath(file)}), so its target may be shared"
+        if not file.exists():
+            return "it no longer exists"
+        if not file.is_file():
+            return "it is not a regular file"
+        with open(file, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                return "it is no longer a GGUF file (overwritten since it was added?)"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    users = []
+    for model, other in others.items():
+        try:
+            if isinstance(other, str) and os.path.samefile(other, file):
+                users.append(model)
+        except OSError:
+            continue
+    if users:
+        return f"{', '.join(sorted(users))} still use{'s' if len(users) == 1 else ''} it"
+    return None
 
 
 @local_group.command(name="download")

@@ -90,6 +90,8 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
 
     path = Path(path).expanduser()
     if not path.exists():
+        if path.is_symlink():
+            raise GGUFError(f"{path} is a symbolic link that leads nowhere (its target is missing, or the links loop)")
         raise GGUFError(f"No such file: {path}")
     if path.is_dir():
         raise GGUFError(f"{path} is a directory, not a GGUF file")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import llm
 
-from ..errors import MistralSuiteError
+from ..errors import MistralSuiteError, not_utf8
 from ..options import LOCAL_DEFAULT_MAX_TOKENS, OptionsFor
 from .registry import LocalModelInfo
 
@@ -184,6 +184,8 @@ class _LocalChatBase:
         return {"chat_template": formatter.template_source if formatter else None, "system_prompt": placement}
 
     def _explain_failure(self, exc: Exception) -> MistralSuiteError:
+        if isinstance(exc, UnicodeEncodeError) and isinstance(exc.object, str):
+            return MistralSuiteError(f"The prompt {not_utf8(exc.object)}")
         import jinja2
 
         from .runtime import last_llama_error
@@ -243,6 +245,8 @@ class LocalEmbedding(llm.EmbeddingModel):
             try:
                 vectors = loaded.llama.embed(texts)
             except Exception as exc:
+                if isinstance(exc, UnicodeEncodeError) and isinstance(exc.object, str):
+                    raise MistralSuiteError(f"The text to embed {not_utf8(exc.object)}") from None
                 detail = last_llama_error()
                 raise MistralSuiteError(f"llama.cpp could not embed with {self.model_id}: {exc}"
                                         + (f" ({detail})" if detail else "")) from None
