@@ -4,11 +4,9 @@ Every ``llm`` command imports this module, even ``llm --help``, so it imports no
 (the private package ``_llm_mistral_suite``) until a hook needs it. The hooks never touch the network and never
 raise: a part that cannot load is reported in one line on stderr, and the other parts still register.
 
-The package, in the order data flows (each file opens with a line saying what it is for):
-settings, errors, storage -> catalog -> retry, transport -> wire -> replies -> options -> chat, embeddings, fim,
-servers -> files, batch, batch_input, logs_writer -> batch_build, batch_results -> commands, batch_commands; and
-``local/`` (gguf -> registry -> template -> vocab -> prompt -> tools -> runtime -> vision -> generate -> models,
-download -> commands).
+The package has one file per role, each opening with a line that says what it is for; imports between them
+flow one way, in the order data flows (settings, errors, storage -> catalog -> retry, transport -> wire -> the
+models -> the commands). The README's "How it is built" maps every file.
 """
 
 from __future__ import annotations
