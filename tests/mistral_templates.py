@@ -1,4 +1,9 @@
-"""Chat templates of Mistral's GGUFs (``tokenizer.chat_template``), published ones and two written for the tests."""
+"""Chat templates of Mistral's GGUFs (``tokenizer.chat_template``), published ones and two written for the tests.
+
+The published ones are the inputs users' GGUF files carry (Mistral AI's ``tokenizer_config.json`` templates,
+Apache-2.0, as their GGUF conversions embed them; some shortened where noted): test data for reading a template's
+dialect, not code the plugin runs.
+"""
 
 from __future__ import annotations
 
