@@ -107,3 +107,15 @@ def registered_models() -> list[tuple[Any, Any, tuple]]:
     out: list[tuple[Any, Any, tuple]] = []
     suite.register_models(lambda model, async_model=None, aliases=(): out.append((model, async_model, tuple(aliases))))
     return out
+
+
+SIGNED_DELTAS = [  # two signed thinking blocks streamed in fragments, then the answer; `closed` rides on ordinary fragments
+    {"role": "assistant", "content": ""},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "First, "}], "closed": True}]},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "multiply."}], "closed": True,
+                  "signature": "sig-one"}]},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "Then "}]}]},
+    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "check."}], "signature": "sig-two",
+                  "closed": True}, {"type": "text", "text": "3"}]},
+    {"content": "23"},
+]

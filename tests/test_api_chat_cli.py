@@ -33,6 +33,7 @@ from conftest import (
     require_recorded,
     selected_scenarios,
 )
+from api_mock import SIGNED_DELTAS
 from fake_mistral import FileReply, JSONReply, Reply, ResetReply, SSEReply, chat_stream_events, error_reply
 
 LLM_VERSION = version("llm")
@@ -564,16 +565,6 @@ def test_recorded_reasoning_replay(s, answer):
         assert sent[1] == expected[1]
 
 
-SIGNED_DELTAS = [  # two thinking blocks, each signed, streamed in fragments, then the answer
-    {"role": "assistant", "content": ""},
-    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "First, "}], "closed": True}]},
-    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "multiply."}], "closed": True,
-                  "signature": "sig-one"}]},
-    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "Then "}]}]},
-    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "check."}], "signature": "sig-two",
-                  "closed": True}, {"type": "text", "text": "3"}]},
-    {"content": "23"},
-]
 
 
 def _signed_stream() -> SSEReply:

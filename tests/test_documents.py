@@ -165,7 +165,7 @@ def test_the_services_refusals_name_the_file_and_what_to_do(api, samples, tmp_pa
 
 
 def test_an_answer_without_pages_is_an_error(httpx_mock, key, samples):
-    httpx_mock.add_response(url="https://api.mistral.ai/v1/ocr", json={"model": "mistral-ocr-2512"})
+    httpx_mock.add_response(url="https://api.mistral.ai/v1/ocr", json={"model": "mistral-ocr-2512"})  # pytest-httpx: nothing leaves the machine
     with pytest.raises(MistralSuiteError, match="answered without pages"):
         ocr_document(read_media(str(samples["pdf"])), OCRSettings(), key)
     validate_request(json.loads(httpx_mock.get_requests()[0].content), "OCRRequest")

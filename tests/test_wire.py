@@ -12,6 +12,7 @@ import llm
 import llm.cli
 import pytest
 from api_mock import (
+    SIGNED_DELTAS,
     CHAT_URL,
     PNG,
     SSE_HEADERS,
@@ -399,16 +400,6 @@ SIGNED_BLOCKS = [  # a whole message: two thinking blocks, each with its own sig
      "signature": "sig-one", "closed": True},
     {"type": "thinking", "thinking": [{"type": "text", "text": "Then check."}], "signature": "sig-two"},
     {"type": "text", "text": "323"},
-]
-SIGNED_DELTAS = [  # the same blocks streamed in fragments; `closed` rides on ordinary fragments
-    {"role": "assistant", "content": ""},
-    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "First, "}], "closed": True}]},
-    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "multiply."}], "closed": True,
-                  "signature": "sig-one"}]},
-    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "Then "}]}]},
-    {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "check."}], "signature": "sig-two",
-                  "closed": True}, {"type": "text", "text": "3"}]},
-    {"content": "23"},
 ]
 SIGNED_STREAM_REPLAY = [  # what goes back after the stream: each block with its original fragments
     {"type": "thinking", "thinking": [{"type": "text", "text": "First, "}, {"type": "text", "text": "multiply."}],
