@@ -120,12 +120,18 @@ def chat_messages(
             wire["tool_calls"] = tool_calls
         messages.append(wire)
     last = messages[-1] if messages else {"role": "system"}
-    if last["role"] in ("system", "assistant") or (last["role"] == "user" and not _has_content(last["content"])):
+    refuse_nothing_to_answer(last["role"], _has_content(last.get("content")))
+    return messages
+
+
+def refuse_nothing_to_answer(last_role: str, last_has_content: bool) -> None:
+    """Raise when a conversation ends where no model can answer: in a system or assistant turn, or in an empty
+    user turn (the service's 422, or a local model inventing a question)."""
+    if last_role in ("system", "assistant") or (last_role == "user" and not last_has_content):
         raise MistralSuiteError(
             "The prompt is empty: there is nothing to answer. Give a prompt (or an attachment), "
             "as an argument or on standard input."
         )
-    return messages
 
 
 def thinking_chunk(part: Any) -> dict[str, Any] | None:

@@ -20,12 +20,7 @@ from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
 from local_kit import FAST, GREEDY, LONG_TEXT, _register, add, last_log  # noqa: E402
 
 from _llm_mistral_suite.options import LOCAL_DEFAULT_MAX_TOKENS
-from _llm_mistral_suite.local.runtime import LOADED, default_gpu_layers, load_local_llama
-
-pytest.importorskip("llama_cpp")
-
-
-pytest.importorskip("gguf")
+from _llm_mistral_suite.local.runtime import LOADED, close_local_models, default_gpu_layers, load_local_llama
 
 
 # --- inference through the CLI ----------------------------------------------------------------------
@@ -230,6 +225,19 @@ def test_prompt_longer_than_context(ggufs, cli):
     # Asking for less than llama.cpp's 256-token granularity used to overflow llama-cpp-python's buffer.
     assert_cli_error(invoke_llm("-m", "mistral-local/tiny", LONG_TEXT * 2, "-o", "n_ctx", "64", *FAST),
                      "context window of 256 tokens")
+
+
+@pytest.mark.parametrize("continued", [False, True])
+def test_an_empty_prompt_is_refused_before_the_model_loads(ggufs, cli, continued):
+    """Random weights would answer an empty turn with invented text; llama.cpp would first spend the load."""
+    add(ggufs.dense, "--name", "tiny")
+    if continued:
+        assert_cli_ok(cli("-m", "mistral-local/tiny", "hi", *FAST, "-o", "max_tokens", "2"))
+    args = ("-c", "  ") if continued else ("-m", "mistral-local/tiny", "")
+    close_local_models()  # what earlier tests in this process loaded
+    assert_cli_error(invoke_llm(*args, *FAST), "The prompt is empty")
+    assert not LOADED  # refused before loading: this process never loaded the model
+    assert len(last_log(5)) == (1 if continued else 0)
 
 
 def test_llama_cpp_missing_names_the_extra(ggufs, cli, tmp_path):

@@ -51,9 +51,9 @@ class _LocalChatBase:
         # imported here: registering the models (every `llm` command that looks one up) needs none of this
         from llm.parts import StreamEvent
 
-        from ..wire import tool_definitions
+        from ..wire import refuse_nothing_to_answer, tool_definitions, wire_tool_call_id
         from .generate import Completion, ReplyReader, Sampling, context_error, sample
-        from .prompt import REPLAY_KEY, ImageSlot
+        from .prompt import REPLAY_KEY, ImageSlot, Turn, local_turns
         from .runtime import clear_llama_errors, load_local_llama
         from .tools import parse_calls
         from .vision import evaluate_with_images
@@ -66,6 +66,9 @@ class _LocalChatBase:
         tools = tool_definitions(prompt)
         if options.tool_choice and not tools:
             raise MistralSuiteError("-o tool_choice needs tools: give them with -T/--functions.")
+        if not fim:  # refused before the model loads, which can take seconds
+            ending = local_turns(prompt.messages, wire_tool_call_id)[-1:] or [Turn("system", "")]
+            refuse_nothing_to_answer(ending[0].role, bool(ending[0].text.strip() or ending[0].images))
         loaded = load_local_llama(self.info.path, n_ctx=options.n_ctx, n_gpu_layers=options.n_gpu_layers,
                                   n_threads=options.n_threads, verbose=bool(options.verbose))
         try:
