@@ -90,31 +90,34 @@ def chat_messages(
                          "name": part.name}
                     )
             continue
+        # A reply's text parts were printed one after the other; a user's (fragments, prompt) are paragraphs.
+        joiner = "" if role == "assistant" else "\n"
         texts: list[str] = []
-        chunks: list[dict[str, Any]] = []
+        ordered: list[dict[str, Any]] = []  # thinking and text as the reply gave them, text parts joined
+        attachments_sent: list[dict[str, Any]] = []
         tool_calls: list[dict[str, Any]] = []
         for part in message.parts:
             if isinstance(part, TextPart):
                 texts.append(part.text)
+                if ordered and ordered[-1]["type"] == "text":
+                    ordered[-1]["text"] += joiner + part.text
+                else:
+                    ordered.append({"type": "text", "text": part.text})
             elif isinstance(part, ReasoningPart) and thinking:
                 block = thinking_chunk(part)
                 if block is not None:
-                    chunks.append(block)
+                    ordered.append(block)
             elif isinstance(part, ToolCallPart):
                 tool_calls.append(
                     {"id": wire_tool_call_id(part.tool_call_id), "type": "function",
                      "function": {"name": part.name, "arguments": json.dumps(part.arguments)}}
                 )
             elif isinstance(part, AttachmentPart) and part.attachment is not None:
-                chunks.append(attachment_chunk((replaced or {}).get(id(part.attachment), part.attachment)))
-        text = "\n".join(texts)
-        if chunks:
-            content: Any = [chunk for chunk in chunks if chunk["type"] == "thinking"]
-            if text:
-                content.append({"type": "text", "text": text})
-            content += [chunk for chunk in chunks if chunk["type"] != "thinking"]
-        else:
-            content = text
+                attachments_sent.append(attachment_chunk((replaced or {}).get(id(part.attachment), part.attachment)))
+        content: Any = joiner.join(texts)
+        if attachments_sent or any(chunk["type"] == "thinking" for chunk in ordered):
+            # chunks: thinking where it came, the attachments after the text
+            content = [chunk for chunk in ordered if chunk["type"] != "text" or chunk["text"]] + attachments_sent
         wire: dict[str, Any] = {"role": role, "content": content}
         if tool_calls:
             wire["tool_calls"] = tool_calls
@@ -354,7 +357,9 @@ class ReplyDecoder:
         return events or None
 
     def _thinking(self, piece: dict[str, Any], whole: bool) -> list[StreamEvent]:
-        """The events of one Mistral ``thinking`` chunk, recorded in its block for replay."""
+        """The events of one Mistral ``thinking`` chunk, recorded in its block for replay. A new block without
+        text still gets an (empty) event: llm orders a reply's parts by their first event."""
+        known = len(self.blocks)
         block = self._block(whole)
         events = []
         for item in piece.get("thinking") or ():
@@ -371,6 +376,8 @@ class ReplyDecoder:
         if isinstance(piece.get("signature"), str):
             block.signature = piece["signature"]
             block.sealed = True
+        if not events and len(self.blocks) > known:
+            events.append(StreamEvent(type="reasoning", chunk="", part_index=block.index))
         return events
 
     def block_events(self) -> list[StreamEvent]:

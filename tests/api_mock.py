@@ -109,6 +109,16 @@ def registered_models() -> list[tuple[Any, Any, tuple]]:
     return out
 
 
+INTERLEAVED_THINKING = [  # an empty signed block first, then thinking and text taking turns
+    {"type": "thinking", "thinking": [], "signature": "sig-empty"},
+    {"type": "thinking", "thinking": [{"type": "text", "text": "A"}, {"type": "text", "text": "B"}],
+     "signature": "sig-1"},
+    {"type": "text", "text": "ans"},
+    {"type": "thinking", "thinking": [{"type": "text", "text": "C"}], "signature": "sig-2"},
+    {"type": "text", "text": "more"},
+]
+
+
 SIGNED_DELTAS = [  # two signed thinking blocks streamed in fragments, then the answer; `closed` rides on ordinary fragments
     {"role": "assistant", "content": ""},
     {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "First, "}], "closed": True}]},

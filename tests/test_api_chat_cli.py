@@ -33,7 +33,7 @@ from conftest import (
     require_recorded,
     selected_scenarios,
 )
-from api_mock import SIGNED_DELTAS
+from api_mock import INTERLEAVED_THINKING, SIGNED_DELTAS
 from fake_mistral import FileReply, JSONReply, Reply, ResetReply, SSEReply, chat_stream_events, error_reply
 
 LLM_VERSION = version("llm")
@@ -603,6 +603,25 @@ def test_signed_blocks_continued(s, mode):
          "signature": "sig-two", "closed": True},
         {"type": "text", "text": "323"},
     ]}
+
+
+@scenario()
+def interleaved_thinking_continued(s: CLISession) -> None:
+    head = {"id": "r1", "object": "chat.completion.chunk", "created": 1, "model": "magistral-small-2509"}
+    last = len(INTERLEAVED_THINKING) - 1
+    s.fake.queue(SSEReply([{**head, "choices": [{"index": 0, "delta": {"content": [item]},
+                                                 "finish_reason": "stop" if i == last else None}]}
+                           for i, item in enumerate(INTERLEAVED_THINKING)]))
+    s.run("-m", "magistral-small", QUESTION)
+    s.run("-c", FOLLOW_UP)
+
+
+def test_interleaved_thinking_continued(s):
+    """Through logs.db: an empty signed block and thinking between texts go back in the order they came."""
+    first, follow = s.results
+    assert assert_cli_ok(first) == "ansmore\n"
+    assert_cli_ok(follow)
+    assert s.bodies()[1]["messages"][1] == {"role": "assistant", "content": INTERLEAVED_THINKING}
 
 
 # --- conversations logged by llm-mistral, continued with `llm -c` ------------------------------------

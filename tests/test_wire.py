@@ -12,9 +12,10 @@ import llm
 import llm.cli
 import pytest
 from api_mock import (
-    SIGNED_DELTAS,
     CHAT_URL,
+    INTERLEAVED_THINKING,
     PNG,
+    SIGNED_DELTAS,
     SSE_HEADERS,
     WIRE_ID,
     build,
@@ -449,6 +450,44 @@ async def test_two_signed_thinking_blocks_are_two_parts_sent_back_exactly(mock, 
     replayed = sent(mock)[1]["messages"]
     assert [m["role"] for m in replayed] == ["user", "assistant", "user"]
     assert replayed[1] == {"role": "assistant", "content": SIGNED_STREAM_REPLAY if stream else SIGNED_BLOCKS}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("async_", [False, True])
+async def test_interleaved_and_empty_blocks_go_back_in_their_places(mock, key, async_, stream):
+    """The parts keep the reply's order, an empty signed block included, and the next turn sends thinking and
+    text back in that order, each text as it was printed (not joined with a newline)."""
+    if stream:  # one chunk per content item, as the service streams them
+        deltas = [{"content": [item]} for item in INTERLEAVED_THINKING]
+        mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(
+            *[chunk(delta, "stop" if i == len(deltas) - 1 else None) for i, delta in enumerate(deltas)]))
+    else:
+        mock.add_response(url=CHAT_URL, json=chat_completion(INTERLEAVED_THINKING))
+    mock.add_response(url=CHAT_URL, json=chat_completion("ok"))
+    if async_:
+        conversation = llm.get_async_model("magistral-small").conversation()
+        first = conversation.prompt("Think", stream=stream)
+        assert await first.text() == "ansmore"
+        [message] = await first.messages()
+        await conversation.prompt("Again", stream=False).text()
+    else:
+        conversation = llm.get_model("magistral-small").conversation()
+        first = conversation.prompt("Think", stream=stream)
+        assert first.text() == "ansmore"
+        [message] = first.messages()
+        conversation.prompt("Again", stream=False).text()
+    assert [(type(p).__name__, p.text) for p in message.parts] == [
+        ("ReasoningPart", ""), ("ReasoningPart", "AB"), ("TextPart", "ans"), ("ReasoningPart", "C"),
+        ("TextPart", "more")]
+    assert sent(mock)[1]["messages"][1] == {"role": "assistant", "content": INTERLEAVED_THINKING}
+
+
+def test_a_plain_reply_in_several_text_parts_goes_back_as_printed():
+    reply = Message(role="assistant", parts=[TextPart(text="Hello, "), TextPart(text="world")])
+    body = build("mistral-large", [Message(role="user", parts=[TextPart(text="hi")]), reply,
+                                   Message(role="user", parts=[TextPart(text="again")])])
+    assert body["messages"][1] == {"role": "assistant", "content": "Hello, world"}
 
 
 @pytest.mark.asyncio

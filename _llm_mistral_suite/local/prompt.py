@@ -142,8 +142,9 @@ def local_turns(messages: list[Any], wire_id: Callable[[str | None], str]) -> li
             metadata = getattr(part, "provider_metadata", None) or {}
             if isinstance(metadata.get(REPLAY_KEY), dict):
                 replay = metadata[REPLAY_KEY]
-        turns.append(Turn(message.role, "\n".join(texts), reasoning="".join(reasoning), calls=calls, images=images,
-                          replay=replay))
+        joiner = "" if message.role == "assistant" else "\n"  # a reply's text parts, as they were printed
+        turns.append(Turn(message.role, joiner.join(texts), reasoning="".join(reasoning), calls=calls,
+                          images=images, replay=replay))
     return turns
 
 
