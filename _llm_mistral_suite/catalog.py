@@ -145,6 +145,9 @@ def llm_mistral_cache_path() -> Path:
     return llm.user_dir() / "mistral_models.json"
 
 
+REASONING_ONLY_FAMILIES = ("magistral-",)  # every version reasons, whatever its card says
+
+
 def family_entry(card: dict[str, Any], builtin: dict[str, CatalogEntry]) -> CatalogEntry | None:
     """The built-in model a card is a version of: one its ``aliases`` name, or ``<name>-latest`` for a dated
     ``<name>-YYMM`` (``magistral-medium-2509`` is a Magistral Medium: a reasoning model)."""
@@ -158,11 +161,16 @@ def entry_from_card(card: dict[str, Any], builtin: CatalogEntry | None, family: 
 
     The card adds the capabilities it claims; it never takes away those the built-in entry (or, for a
     version of a built-in model, its ``family``) knows: cards often say nothing of, or deny, reasoning or
-    vision that the model has. Built-in aliases, routes and replacements are kept."""
+    vision that the model has. One exception: a dated version that denies reasoning, of a line that only
+    learnt it lately (Mistral Small and Medium), does not reason. Built-in aliases, routes and replacements
+    are kept."""
     flags = card.get("capabilities")
     said = {ours for flag, ours in CAPABILITY_FLAGS.items() if flags.get(flag)} if flags is not None else None
-    known = (builtin or family or CatalogEntry(card["id"], capabilities=frozenset())).capabilities
-    caps = set(known) | (said if said is not None else (set() if builtin or family else {"chat", "tools"}))
+    known = set((builtin or family or CatalogEntry(card["id"], capabilities=frozenset())).capabilities)
+    if builtin is None and family is not None and (flags or {}).get("reasoning") is False \
+            and not family.api_name.startswith(REASONING_ONLY_FAMILIES):
+        known.discard("reasoning")  # an older version of a line that reasons today: mistral-small-2506
+    caps = known | (said if said is not None else (set() if builtin or family else {"chat", "tools"}))
     if "vision" in caps:
         caps.add("documents")  # Mistral's vision models read PDFs as document_url chunks
     if "embed" in card["id"]:

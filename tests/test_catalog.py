@@ -182,6 +182,8 @@ def test_refreshed_cards_keep_built_in_capabilities(mock, key, reasoning_flag):
         card("magistral-small-2507", "completion_chat"),  # no alias: its name says what it is a version of
         card("mistral-large-latest", "completion_chat"),  # silent on tools and vision
         card("mistral-ocr-2512", "ocr"),  # not a chat model
+        card("mistral-small-2506", "completion_chat", "function_calling"),  # before Small learnt to reason
+        card("mistral-medium-2508", "completion_chat", "function_calling", "reasoning"),  # says it reasons
     ]
     mock.add_response(url=f"{API}/models", method="GET", json={"object": "list", "data": cards})
     assert CliRunner().invoke(llm.cli.cli, ["mistral", "refresh"]).exit_code == 0
@@ -190,6 +192,11 @@ def test_refreshed_cards_keep_built_in_capabilities(mock, key, reasoning_flag):
             assert "reasoning" in model.entry.capabilities, name
             assert model.Options(reasoning_effort="high").reasoning_effort == "high"
     assert "vision" in llm.get_model("mistral/magistral-medium-2509").entry.capabilities  # the card adds it
+    old_small = llm.get_model("mistral/mistral-small-2506")
+    expected = reasoning_flag == "absent"  # silent: it is a Mistral Small; denied: the card knows better
+    assert ("reasoning_effort" in old_small.Options.model_fields) is expected
+    assert ("reasoning" in old_small.entry.capabilities) is expected
+    assert "reasoning_effort" in llm.get_model("mistral/mistral-medium-2508").Options.model_fields
     large = llm.get_model("mistral-large")
     assert {"tools", "vision"} <= large.entry.capabilities and "reasoning_effort" not in large.Options.model_fields
     with pytest.raises(llm.UnknownModelError):
