@@ -47,7 +47,7 @@ class _MistralChatBase:
         # llm asks for the key before execute(): say "retired" before "no key" for a retired model.
         if self.entry.status == RETIRED:
             raise MistralSuiteError(retired_message(self.entry))
-        return mistral_key(explicit_key)
+        return mistral_key(explicit_key, self.key)
 
     def request_body(
         self, prompt: llm.Prompt, stream: bool, uploads: "DocumentUploads | None" = None,

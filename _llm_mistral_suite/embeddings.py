@@ -247,7 +247,7 @@ class MistralEmbedding(llm.EmbeddingModel):
         self.output_dimension = output_dimension
 
     def get_key(self, explicit_key: str | None = None) -> str:
-        return mistral_key(explicit_key)
+        return mistral_key(explicit_key, self.key)
 
     def endpoint(self) -> Endpoint:
         return mistral_endpoint()

@@ -27,7 +27,7 @@ class _FIMBase:
     Options = OptionsFor("FIMOptions")
 
     def get_key(self, explicit_key: str | None = None) -> str:
-        return mistral_key(explicit_key)
+        return mistral_key(explicit_key, self.key)
 
     def reply_request(self, prompt: llm.Prompt, stream: bool, key: str | None, conversation: Any = None) -> ReplyRequest:
         options = prompt.options

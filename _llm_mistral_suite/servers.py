@@ -58,10 +58,11 @@ class ServerConfig(NamedTuple):
             retry_refused=False,
         )
 
-    def key(self, explicit: str | None) -> str | None:
-        """The key for this server only: ``--key`` (a key or an `llm keys` name), else its own `llm keys`
-        entry; never an environment variable or another service's key."""
-        key = usable_key(llm.get_key(explicit_key=explicit) if explicit else None, "--key", "Check the --key value.")
+    def key(self, explicit: str | None, assigned: str | None = None) -> str | None:
+        """The key for this server only: ``model.key = ...`` (``assigned``), ``--key`` (a key or an `llm keys`
+        name), else its own `llm keys` entry; never an environment variable or another service's key."""
+        key = usable_key(assigned, "model.key", "Check the value given to model.key.") or usable_key(
+            llm.get_key(explicit_key=explicit) if explicit else None, "--key", "Check the --key value.")
         if key or not self.key_name:
             return key
         key = usable_key(llm.get_key(key_alias=self.key_name), f"`llm keys set {self.key_name}`",
@@ -214,7 +215,7 @@ class _ServerChatBase:
         self.needs_key = server.key_name
 
     def get_key(self, explicit_key: str | None = None) -> str | None:
-        return self.server.key(explicit_key)
+        return self.server.key(explicit_key, self.key)
 
     def request_body(self, prompt: llm.Prompt, stream: bool, model: str, messages: list[dict[str, Any]]
                      ) -> dict[str, Any]:
@@ -271,7 +272,7 @@ class ServerEmbedding(MistralEmbedding):
         self.key_env_var = None
 
     def get_key(self, explicit_key: str | None = None) -> str | None:  # type: ignore[override]
-        return self.server.key(explicit_key)
+        return self.server.key(explicit_key, self.key)
 
     def endpoint(self) -> Endpoint:
         return self.server.endpoint()

@@ -114,9 +114,11 @@ def mistral_endpoint() -> Endpoint:
     )
 
 
-def mistral_key(explicit: str | None) -> str:
-    """The Mistral API key: ``--key``, then ``llm keys set mistral``, LLM_MISTRAL_KEY, MISTRAL_API_KEY."""
+def mistral_key(explicit: str | None, assigned: str | None = None) -> str:
+    """The Mistral API key: ``model.key = ...`` (``assigned``, which wins in llm too), then ``--key``,
+    ``llm keys set mistral``, LLM_MISTRAL_KEY, MISTRAL_API_KEY."""
     for key, source, fix in (
+        (assigned, "model.key", "Check the value given to model.key."),
         (llm.get_key(explicit_key=explicit) if explicit else None, "--key", "Check the --key value."),
         (llm.get_key(key_alias="mistral"), "`llm keys set mistral`", "Set it again with `llm keys set mistral`."),
         (os.environ.get("LLM_MISTRAL_KEY"), "LLM_MISTRAL_KEY", "Set LLM_MISTRAL_KEY again."),

@@ -32,7 +32,7 @@ class _TranscribeBase:
     Options = OptionsFor("TranscribeOptions")
 
     def get_key(self, explicit_key: str | None = None) -> str:
-        return mistral_key(explicit_key)
+        return mistral_key(explicit_key, self.key)
 
     def prepare(self, prompt: llm.Prompt) -> tuple[Any, Any, Any, Optional[str]]:
         """(media, settings, cache, cache key) for the prompt's one audio attachment."""

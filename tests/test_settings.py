@@ -118,3 +118,24 @@ def test_mistral_key_order_is_kept(monkeypatch):
     monkeypatch.setenv("LLM_MISTRAL_KEY", " from-llm-mistral-key ")
     assert settings.mistral_key(None) == "from-llm-mistral-key"
     assert settings.mistral_key(" explicit ") == "explicit"
+
+
+def test_a_key_assigned_to_the_model_is_used_as_llm_does(api, monkeypatch):
+    """llm's own models take ``model.key = ...`` before any other key; ours do too, for every kind of model."""
+    import llm
+
+    monkeypatch.setenv("LLM_MISTRAL_KEY", "from-environment")
+    chat, embed, fim = llm.get_model("mistral-small"), llm.get_embedding_model("mistral-embed"), llm.get_model("codestral-fim")
+    for model in (chat, embed, fim):
+        model.key = f" {GOOD}\n"
+    chat.prompt("hi", stream=False).text()
+    embed.embed("hi")
+    fim.prompt("def f(", suffix=")").text()
+    assert_cli_ok(invoke_llm("mistral", "servers", "add", "box", api.base_url, "--model", "m", "--key-name", "boxkey"))
+    server = llm.get_model("box")
+    server.key = GOOD
+    server.prompt("hi", stream=False).text()  # a stream asks for stream_options, which is not Mistral's
+    assert sent_keys(api) == {f"Bearer {GOOD}"} and len(api.requests) == 4
+    chat.key = "bad key"
+    with pytest.raises(MistralSuiteError, match="model.key.*a space"):
+        chat.prompt("hi").text()
