@@ -81,8 +81,8 @@ def _metadata(kind: str, pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
 def _model(lookup: Callable[[Optional[str]], Any], name: Optional[str]) -> Any:
     try:
         return lookup(name)
-    except llm.UnknownModelError as error:
-        raise MistralSuiteError(f"{error}. `llm mistral models` lists Mistral's models.") from None
+    except llm.UnknownModelError as error:  # a KeyError: str() would quote its message
+        raise MistralSuiteError(f"{error.args[0]}. `llm mistral models` lists Mistral's models.") from None
 
 
 def _rows(input_path: str, fmt: Optional[str], plain_text: bool) -> Iterable[InputRow]:

@@ -215,7 +215,7 @@ def test_a_bad_input_is_reported_by_line_before_anything_is_uploaded(fake, cli, 
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["-m", "no-such-model"], ["Unknown model: no-such-model", "llm mistral models"]),
+    (["-m", "no-such-model"], ["Error: Unknown model: no-such-model. `llm mistral models` lists"]),  # no quotes
     (["-m", "mistral/open-mixtral-8x7b"], ["open-mixtral-8x7b was retired", "llm mistral local download mixtral-8x7b"]),
     (["-m", "llamafile"], ["llamafile-server does not run on Mistral's API"]),
     (["-m", "mistral-small", "-o", "temperature", "hot"], []),
@@ -235,6 +235,13 @@ def test_user_errors_are_one_clear_line(fake, cli, tmp_path, args, needles):
         if option == "reasoning_effort":
             assert "works only with reasoning models" in result.stderr
     assert fake.upload_count == 0
+
+
+def test_an_unknown_embedding_model_is_one_clear_line(fake, cli, tmp_path):
+    (tmp_path / "d.txt").write_text("hello\n")
+    result = cli("mistral", "batch", "embed", "docs", str(tmp_path / "d.txt"), "-m", "nonsense")
+    assert_cli_error(result, "Error: Unknown model: nonsense. `llm mistral models` lists")
+    assert fake.requests == []
 
 
 def test_a_bad_key_is_one_error_and_leaves_nothing_behind(fake, cli, tmp_path, user_dir):
