@@ -214,6 +214,15 @@ def test_a_bad_input_is_reported_by_line_before_anything_is_uploaded(fake, cli, 
     assert list(user_dir.rglob("*.jsonl")) == []  # no request details left behind
 
 
+@pytest.mark.parametrize("name, content", [("in.csv", 'id,prompt\n1,ok\n2,"unterminated\n'),
+                                           ("in.tsv", 'id\tprompt\n1\tok\n2\t"unterminated\n')])
+def test_an_open_quote_in_csv_or_tsv_is_reported_by_line_before_anything_is_uploaded(fake, cli, tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    assert_cli_error(cli("mistral", "batch", "submit", str(tmp_path / name), "-m", "mistral-small"),
+                     "Line 3: a quote opened in this row is never closed")
+    assert fake.requests == []
+
+
 @pytest.mark.parametrize("args, needles", [
     (["-m", "no-such-model"], ["Error: Unknown model: no-such-model. `llm mistral models` lists"]),  # no quotes
     (["-m", "mistral/open-mixtral-8x7b"], ["open-mixtral-8x7b was retired", "llm mistral local download mixtral-8x7b"]),
