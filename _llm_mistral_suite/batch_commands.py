@@ -16,6 +16,7 @@ from .batch import (
     ACTIVE,
     ENDED,
     cancel_job,
+    check_jobs_file,
     ended_error,
     get_job,
     list_jobs,
@@ -99,6 +100,7 @@ def _submit(key: str, lines: Iterable[RequestLine], kind: str, endpoint: Callabl
             why_empty: Callable[[], str]) -> list[str]:
     """Write every line to disk (a bad one stops everything before anything is uploaded), then upload each job's
     files and create the job; prints and remembers each job id."""
+    check_jobs_file()
     submitted: list[str] = []
     with tempfile.TemporaryDirectory(prefix="llm-mistral-batch-") as directory:
         files = RequestFiles(Path(directory))

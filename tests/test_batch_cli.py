@@ -253,6 +253,16 @@ def test_an_unknown_embedding_model_is_one_clear_line(fake, cli, tmp_path):
     assert fake.requests == []
 
 
+@pytest.mark.parametrize("command", [["submit", "-m", "mistral-small"], ["embed", "docs", "-m", "mistral-embed"]])
+def test_a_damaged_jobs_file_is_an_error_before_any_request(fake, cli, tmp_path, user_dir, command):
+    (user_dir / "mistral-suite-batches.json").write_text("{not json")
+    (tmp_path / "p.txt").write_text("hello\n")
+    result = cli("mistral", "batch", *command[:-2], str(tmp_path / "p.txt"), *command[-2:])
+    assert_cli_error(result, "mistral-suite-batches.json is not valid JSON; fix or delete it")
+    assert fake.requests == [] and list(user_dir.rglob("*.jsonl")) == []  # no job made that would be forgotten
+    assert (user_dir / "mistral-suite-batches.json").read_text() == "{not json"
+
+
 def test_a_bad_key_is_one_error_and_leaves_nothing_behind(fake, cli, tmp_path, user_dir):
     (tmp_path / "p.txt").write_text("hello\n")
     result = cli("mistral", "batch", "submit", str(tmp_path / "p.txt"), "-m", "mistral-small", LLM_MISTRAL_KEY="bad-key")
