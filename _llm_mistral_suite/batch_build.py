@@ -201,10 +201,10 @@ class ChatRequests:
             self.api_model, self.path = body["model"], "/v1" + request.path
         elif body["model"] != self.api_model:
             raise input_error(row.where, f"it asks for {body['model']}, but a batch job runs one model ({self.api_model}).")
-        details = {
+        details = {  # attachments with the hash llm logs them by: results may come after a file was moved
             "prompt": text, "system": system,
             "options": {name: value for name, value in dict(prompt.options).items() if value is not None},
-            "attachments": [{"type": a.type, "path": a.path, "url": a.url} for a in attachments],
+            "attachments": [{"type": a.type, "path": a.path, "url": a.url, "id": a.id()} for a in attachments],
         }
         return RequestLine(row.where, custom_id, body, details)
 

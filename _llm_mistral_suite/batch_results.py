@@ -102,6 +102,19 @@ def known_model(lookup: Callable[[str], Any], model_id: str) -> Any:
                                 "that model (is a plugin or a `llm mistral refresh` model missing?).") from None
 
 
+def stored_attachment(stored: dict[str, Any]) -> llm.Attachment:
+    """An attachment of a request as its details keep it, with the content hash taken when it was submitted, so
+    logging it never reads the file (moved or deleted by the time results come, llm logs it all the same). Details
+    kept before that hash was read the file now: an error if it is gone."""
+    attachment = llm.Attachment(type=stored["type"], path=stored["path"], url=stored["url"], _id=stored.get("id"))
+    try:
+        attachment.id()
+    except OSError as error:
+        raise MistralSuiteError(f"its attachment {stored['path']} cannot be read ({error.strerror or error}), so its "
+                                "answer was not logged; put the file back and run `results` again.") from None
+    return attachment
+
+
 class JobResults:
     """Reading a job's result files into a database (``db``; None to only print them), one transaction per file."""
 
@@ -153,7 +166,7 @@ class ChatResults(JobResults):
         options_key = json.dumps(details["options"], sort_keys=True)
         if options_key not in self.options:
             self.options[options_key] = self.model.Options(**details["options"])
-        attachments = [llm.Attachment(type=a["type"], path=a["path"], url=a["url"]) for a in details["attachments"]]
+        attachments = [stored_attachment(a) for a in details["attachments"]]
         prompt = llm.Prompt(details["prompt"], self.model, system=details["system"], attachments=attachments,
                             schema=self.schema, options=self.options[options_key])
         response = llm.Response(prompt, self.model, stream=False)

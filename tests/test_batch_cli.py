@@ -7,6 +7,7 @@ the whole flow once, and Ctrl-C while waiting."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sqlite3
@@ -17,6 +18,7 @@ import time
 import pytest
 
 import _llm_mistral_suite.batch_build as batch_build
+from api_mock import PNG
 from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, bodies
 from inprocess import invoke_llm
 
@@ -121,6 +123,23 @@ def test_a_batch_answer_is_logged_as_the_live_answer_is(fake, cli, tmp_path):
     assert batch["response_json"] == {**live["response_json"], "id": batch["response_json"]["id"],  # the reply's own id
                                       "batch_job": job_id, "custom_id": "1"}
     assert batch["conversation_id"] != live["conversation_id"]
+
+
+def test_an_attachment_moved_after_submitting_is_logged_all_the_same(fake, cli, tmp_path, user_dir):
+    image = tmp_path / "img.png"
+    image.write_bytes(PNG)
+    rows = [{"id": "a", "prompt": "Describe", "attachments": str(image)}, {"id": "b", "prompt": "Hi"}]
+    job_id = submit(cli, jsonl(tmp_path / "t.jsonl", rows), "-m", "mistral-medium", "--wait")
+    image.rename(tmp_path / "elsewhere.png")  # results come hours later
+    result = cli("mistral", "batch", "results", job_id)
+    assert "Logged 2 responses" in assert_cli_ok(result)
+    entries = {entry["prompt"]: entry for entry in logs(cli)}
+    assert entries["Describe"]["response"].startswith("echo: Describe") and entries["Hi"]["response"] == "echo: Hi"
+    [attachment] = entries["Describe"]["attachments"]
+    assert (attachment["id"], attachment["type"], attachment["path"]) == (
+        hashlib.sha256(PNG).hexdigest(), "image/png", str(image))  # the content's hash, kept when submitting
+    assert str(image) in assert_cli_ok(cli("logs", "-n", "2"))
+    assert "Logged 0 responses" in assert_cli_ok(cli("mistral", "batch", "results", job_id))
 
 
 def test_plain_text_from_stdin_with_a_schema_and_wait(fake, cli):
