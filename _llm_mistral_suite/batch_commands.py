@@ -40,7 +40,7 @@ from .batch_build import (
     resolve_attachment,
 )
 from .batch_input import FORMATS, InputRow, detect_format, files_rows, open_input, read_rows
-from .batch_results import ChatResults, EmbeddingResults, Summary
+from .batch_results import ChatResults, EmbeddingResults, Summary, lock_reported, open_database
 from .errors import MistralSuiteError
 from .settings import mistral_key
 
@@ -381,7 +381,6 @@ def results_command(job_id, as_json, no_log, database, wait, key):
     shows it), or each vector stored in its collection as `llm embed-multi` stores it. Results are matched to
     requests by custom_id; running it twice adds nothing twice.
     """
-    import sqlite_utils
     from llm.cli import logs_db_path, logs_on
 
     api_key = mistral_key(key)
@@ -400,10 +399,11 @@ def results_command(job_id, as_json, no_log, database, wait, key):
         as_json = True
         click.echo("Logging is off (-n or `llm logs off`): the results are printed, not stored.", err=True)
     path = Path(database) if database else Path(record["database"]) if embed else logs_db_path()
-    db = sqlite_utils.Database(path) if write else None
     emit = (lambda item: click.echo(json.dumps(item, ensure_ascii=False))) if as_json else None
-    results = EmbeddingResults(job, record, db) if embed else ChatResults(job, record, db)
-    summary = results.ingest(api_key, emit)
+    with lock_reported(path, job_id):
+        db = open_database(path) if write else None
+        results = EmbeddingResults(job, record, db) if embed else ChatResults(job, record, db)
+        summary = results.ingest(api_key, emit)
     _report(job, summary, embed, write, path, as_json)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +20,30 @@ from .logs_writer import LoggedTurn, LogsWriter
 from .wire import ReplyDecoder
 
 CHUNK = 1000  # results written per executemany round
+BUSY_SECONDS = 5.0  # how long a statement waits for another process holding the database locked
+
+
+def open_database(path: Path) -> Any:
+    """The logs or embeddings database at ``path``, waiting up to BUSY_SECONDS for another process's lock."""
+    import sqlite_utils
+
+    return sqlite_utils.Database(sqlite3.connect(str(path), timeout=BUSY_SECONDS))
+
+
+@contextlib.contextmanager
+def lock_reported(path: Path, job_id: str) -> Iterator[None]:
+    """A database another process still holds locked after BUSY_SECONDS, as one error. The file of results being
+    read is stored in one transaction, so none of it was; running ``results`` again stores nothing twice."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error):  # "database is locked", "database table is locked"
+            raise
+        raise MistralSuiteError(
+            f"{path} is locked by another process (still busy after {BUSY_SECONDS:g} s), so the results were not "
+            f"stored. Run `llm mistral batch results {job_id}` again once it is free: results stored already are "
+            "never stored twice."
+        ) from None
 
 
 class RequestDetails:

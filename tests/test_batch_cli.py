@@ -18,6 +18,7 @@ import time
 import pytest
 
 import _llm_mistral_suite.batch_build as batch_build
+import _llm_mistral_suite.batch_results as batch_results
 from api_mock import PNG
 from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, bodies
 from inprocess import invoke_llm
@@ -49,8 +50,8 @@ def jsonl(path, rows) -> str:
     return str(path)
 
 
-def submit(cli, *args: str, input: str | None = None) -> str:
-    out = assert_cli_ok(cli("mistral", "batch", "submit", *args, input=input))
+def submit(cli, *args: str, input: str | None = None, command: str = "submit") -> str:
+    out = assert_cli_ok(cli("mistral", "batch", command, *args, input=input))
     return out.splitlines()[0]
 
 
@@ -217,6 +218,28 @@ def test_results_of_a_job_still_running_is_an_error_and_writes_nothing(fake, cli
     assert_cli_error(cli("mistral", "batch", "results", job_id), "is still RUNNING", f"results {job_id} --wait")
     assert not (user_dir / "logs.db").exists() or logs(cli) == []
     assert "Logged 3 responses" in assert_cli_ok(cli("mistral", "batch", "results", job_id, "--wait"))
+
+
+@pytest.mark.parametrize("kind", ["chat", "embed"])
+def test_a_database_locked_by_another_process_is_one_error_and_the_run_can_be_repeated(fake, cli, tmp_path, user_dir,
+                                                                                       monkeypatch, kind):
+    monkeypatch.setattr(batch_results, "BUSY_SECONDS", 0.2)
+    rows = jsonl(tmp_path / "t.jsonl", PROMPTS)
+    if kind == "chat":
+        job_id, path = submit(cli, rows, "-m", "mistral-small", "--wait"), user_dir / "logs.db"
+    else:
+        job_id, path = submit(cli, "--wait", "docs", rows, "-m", "mistral-embed", command="embed"), user_dir / "embeddings.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("begin exclusive")  # another process writing, for longer than we wait
+    try:
+        result = cli("mistral", "batch", "results", job_id)
+    finally:
+        holder.execute("rollback")
+        holder.close()
+    assert_cli_error(result, f"{path} is locked by another process", f"run `llm mistral batch results {job_id}` again")
+    with sqlite3.connect(path) as db:
+        assert db.execute("select name from sqlite_master where name in ('turns', 'embeddings')").fetchall() == []
+    assert "3 " in assert_cli_ok(cli("mistral", "batch", "results", job_id))  # Logged 3 responses / Stored 3 vectors
 
 
 @pytest.mark.parametrize("content, needle", [
