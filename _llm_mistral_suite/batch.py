@@ -52,7 +52,10 @@ def remember_job(job_id: str, record: dict[str, Any]) -> None:
 def check_jobs_file() -> None:
     """Fail now if a job could not be remembered (a damaged jobs file, a directory that cannot be written): before
     anything is uploaded, since a job created but not remembered cannot have its results brought in."""
-    check_updatable(jobs_path())
+    try:
+        check_updatable(jobs_path())
+    except MistralSuiteError as error:
+        raise MistralSuiteError(f"{error.message} Nothing was submitted.") from None
 
 
 def resolve_job_id(text: str) -> str:

@@ -300,7 +300,7 @@ def test_a_damaged_jobs_file_is_an_error_before_any_request(fake, cli, tmp_path,
     (user_dir / "mistral-suite-batches.json").write_text("{not json")
     (tmp_path / "p.txt").write_text("hello\n")
     result = cli("mistral", "batch", *command[:-2], str(tmp_path / "p.txt"), *command[-2:])
-    assert_cli_error(result, "mistral-suite-batches.json is not valid JSON; fix or delete it")
+    assert_cli_error(result, "mistral-suite-batches.json is not valid JSON; fix or delete it. Nothing was submitted.")
     assert fake.requests == [] and list(user_dir.rglob("*.jsonl")) == []  # no job made that would be forgotten
     assert (user_dir / "mistral-suite-batches.json").read_text() == "{not json"
 
