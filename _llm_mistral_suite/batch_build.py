@@ -164,7 +164,8 @@ def resolve_attachment(value: Any, model: llm.Model, where: str) -> llm.Attachme
 
 class ChatRequests:
     """Request lines for prompts, each body built by the model's own ``reply_request``: byte for byte what
-    ``llm -m MODEL --no-stream`` sends for that prompt, system prompt, options, schema and attachments."""
+    ``llm -m MODEL --no-stream`` sends for that prompt, system prompt, options, schema and attachments, except the
+    ``prompt_cache_key`` a live prompt takes from its conversation (a batch line belongs to none)."""
 
     def __init__(self, model: llm.Model, system: Optional[str], options: dict[str, Any], schema: Optional[dict],
                  attachments: list[llm.Attachment], columns: PromptColumns) -> None:

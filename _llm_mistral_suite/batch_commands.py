@@ -193,7 +193,7 @@ def submit_command(input_path, model_name, system, options, schema, schema_multi
 
     INPUT is plain text with one prompt per line (ids are line numbers), or JSONL, JSON, CSV or TSV rows with an
     `id` and a `prompt` (or `content`), and optionally a `system` prompt, `options` and `attachments`. Each
-    request is exactly what `llm -m MODEL --no-stream` sends for that prompt.
+    request is what `llm -m MODEL --no-stream` sends for that prompt, without the conversation's prompt_cache_key.
     """
     import sqlite_utils
     from llm.cli import load_template, logs_db_path, render_errors
