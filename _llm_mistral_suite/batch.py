@@ -14,7 +14,7 @@ import llm
 from .errors import MistralSuiteError, service_message
 from .files import delete_file, download_content, upload_file
 from .settings import batch_poll_seconds, mistral_endpoint
-from .storage import read_json_object, update_json_object
+from .storage import check_updatable, read_json_object, update_json_object
 from .transport import request_json
 
 MAX_POLL_SECONDS = 60.0
@@ -47,6 +47,15 @@ def remembered_jobs() -> dict[str, dict[str, Any]]:
 
 def remember_job(job_id: str, record: dict[str, Any]) -> None:
     update_json_object(jobs_path(), lambda jobs: jobs.__setitem__(job_id, record))  # locked: jobs of others stay
+
+
+def check_jobs_file() -> None:
+    """Fail now if a job could not be remembered (a damaged jobs file, a directory that cannot be written): before
+    anything is uploaded, since a job created but not remembered cannot have its results brought in."""
+    try:
+        check_updatable(jobs_path())
+    except MistralSuiteError as error:
+        raise MistralSuiteError(f"{error.message} Nothing was submitted.") from None
 
 
 def resolve_job_id(text: str) -> str:

@@ -164,7 +164,8 @@ def resolve_attachment(value: Any, model: llm.Model, where: str) -> llm.Attachme
 
 class ChatRequests:
     """Request lines for prompts, each body built by the model's own ``reply_request``: byte for byte what
-    ``llm -m MODEL --no-stream`` sends for that prompt, system prompt, options, schema and attachments."""
+    ``llm -m MODEL --no-stream`` sends for that prompt, system prompt, options, schema and attachments, except the
+    ``prompt_cache_key`` a live prompt takes from its conversation (a batch line belongs to none)."""
 
     def __init__(self, model: llm.Model, system: Optional[str], options: dict[str, Any], schema: Optional[dict],
                  attachments: list[llm.Attachment], columns: PromptColumns) -> None:
@@ -201,10 +202,10 @@ class ChatRequests:
             self.api_model, self.path = body["model"], "/v1" + request.path
         elif body["model"] != self.api_model:
             raise input_error(row.where, f"it asks for {body['model']}, but a batch job runs one model ({self.api_model}).")
-        details = {
+        details = {  # attachments with the hash llm logs them by: results may come after a file was moved
             "prompt": text, "system": system,
             "options": {name: value for name, value in dict(prompt.options).items() if value is not None},
-            "attachments": [{"type": a.type, "path": a.path, "url": a.url} for a in attachments],
+            "attachments": [{"type": a.type, "path": a.path, "url": a.url, "id": a.id()} for a in attachments],
         }
         return RequestLine(row.where, custom_id, body, details)
 

@@ -16,6 +16,7 @@ from .batch import (
     ACTIVE,
     ENDED,
     cancel_job,
+    check_jobs_file,
     ended_error,
     get_job,
     list_jobs,
@@ -39,7 +40,7 @@ from .batch_build import (
     resolve_attachment,
 )
 from .batch_input import FORMATS, InputRow, detect_format, files_rows, open_input, read_rows
-from .batch_results import ChatResults, EmbeddingResults, Summary
+from .batch_results import ChatResults, EmbeddingResults, Summary, lock_reported, open_database
 from .errors import MistralSuiteError
 from .settings import mistral_key
 
@@ -81,8 +82,8 @@ def _metadata(kind: str, pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
 def _model(lookup: Callable[[Optional[str]], Any], name: Optional[str]) -> Any:
     try:
         return lookup(name)
-    except llm.UnknownModelError as error:
-        raise MistralSuiteError(f"{error}. `llm mistral models` lists Mistral's models.") from None
+    except llm.UnknownModelError as error:  # a KeyError: str() would quote its message
+        raise MistralSuiteError(f"{error.args[0]}. `llm mistral models` lists Mistral's models.") from None
 
 
 def _rows(input_path: str, fmt: Optional[str], plain_text: bool) -> Iterable[InputRow]:
@@ -99,6 +100,7 @@ def _submit(key: str, lines: Iterable[RequestLine], kind: str, endpoint: Callabl
             why_empty: Callable[[], str]) -> list[str]:
     """Write every line to disk (a bad one stops everything before anything is uploaded), then upload each job's
     files and create the job; prints and remembers each job id."""
+    check_jobs_file()
     submitted: list[str] = []
     with tempfile.TemporaryDirectory(prefix="llm-mistral-batch-") as directory:
         files = RequestFiles(Path(directory))
@@ -191,7 +193,7 @@ def submit_command(input_path, model_name, system, options, schema, schema_multi
 
     INPUT is plain text with one prompt per line (ids are line numbers), or JSONL, JSON, CSV or TSV rows with an
     `id` and a `prompt` (or `content`), and optionally a `system` prompt, `options` and `attachments`. Each
-    request is exactly what `llm -m MODEL --no-stream` sends for that prompt.
+    request is what `llm -m MODEL --no-stream` sends for that prompt, without the conversation's prompt_cache_key.
     """
     import sqlite_utils
     from llm.cli import load_template, logs_db_path, render_errors
@@ -379,7 +381,6 @@ def results_command(job_id, as_json, no_log, database, wait, key):
     shows it), or each vector stored in its collection as `llm embed-multi` stores it. Results are matched to
     requests by custom_id; running it twice adds nothing twice.
     """
-    import sqlite_utils
     from llm.cli import logs_db_path, logs_on
 
     api_key = mistral_key(key)
@@ -398,10 +399,11 @@ def results_command(job_id, as_json, no_log, database, wait, key):
         as_json = True
         click.echo("Logging is off (-n or `llm logs off`): the results are printed, not stored.", err=True)
     path = Path(database) if database else Path(record["database"]) if embed else logs_db_path()
-    db = sqlite_utils.Database(path) if write else None
     emit = (lambda item: click.echo(json.dumps(item, ensure_ascii=False))) if as_json else None
-    results = EmbeddingResults(job, record, db) if embed else ChatResults(job, record, db)
-    summary = results.ingest(api_key, emit)
+    with lock_reported(path, job_id):
+        db = open_database(path) if write else None
+        results = EmbeddingResults(job, record, db) if embed else ChatResults(job, record, db)
+        summary = results.ingest(api_key, emit)
     _report(job, summary, embed, write, path, as_json)
 
 

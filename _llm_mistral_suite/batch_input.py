@@ -166,11 +166,15 @@ def _decode(decoder: json.JSONDecoder, more: Any, state: Any, where: str) -> tup
 
 
 def _csv_rows(stream: IO[bytes], delimiter: str) -> Iterator[InputRow]:
+    """CSV or TSV rows, strictly: a quote left open (which would swallow the rest of the input into one prompt) or
+    text after a closing quote is an error naming the row's first line."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
-        reader = csv.DictReader(text, delimiter=delimiter)
-        start = 2  # the header is line 1 (or more, with quoted line breaks)
+        reader = csv.DictReader(text, delimiter=delimiter, strict=True)
+        start = 1  # the header's first line
         try:
+            if reader.fieldnames:  # the header, read first: a quote left open there swallows the whole input too
+                start = reader.line_num + 1
             for record in reader:
                 where = f"line {start}"
                 if None in record:
@@ -180,7 +184,10 @@ def _csv_rows(stream: IO[bytes], delimiter: str) -> Iterator[InputRow]:
         except UnicodeDecodeError:
             raise input_error(f"line {reader.line_num + 1}", "this is not UTF-8 text.") from None
         except csv.Error as error:
-            raise input_error(f"line {reader.line_num}", f"this is not valid CSV ({error}).") from None
+            if "end of data" in str(error):  # csv's words for a quote still open at the end of the input
+                raise input_error(f"line {start}", "a quote opened in this row is never closed.") from None
+            kind = "TSV" if delimiter == "\t" else "CSV"
+            raise input_error(f"line {start}", f"this is not valid {kind} ({error}).") from None
     finally:
         text.detach()  # the caller closes the stream (which may be standard input)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +20,30 @@ from .logs_writer import LoggedTurn, LogsWriter
 from .wire import ReplyDecoder
 
 CHUNK = 1000  # results written per executemany round
+BUSY_SECONDS = 5.0  # how long a statement waits for another process holding the database locked
+
+
+def open_database(path: Path) -> Any:
+    """The logs or embeddings database at ``path``, waiting up to BUSY_SECONDS for another process's lock."""
+    import sqlite_utils
+
+    return sqlite_utils.Database(sqlite3.connect(str(path), timeout=BUSY_SECONDS))
+
+
+@contextlib.contextmanager
+def lock_reported(path: Path, job_id: str) -> Iterator[None]:
+    """A database another process still holds locked after BUSY_SECONDS, as one error. The file of results being
+    read is stored in one transaction, so none of it was; running ``results`` again stores nothing twice."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error):  # "database is locked", "database table is locked"
+            raise
+        raise MistralSuiteError(
+            f"{path} is locked by another process (still busy after {BUSY_SECONDS:g} s), so the results were not "
+            f"stored. Run `llm mistral batch results {job_id}` again once it is free: results stored already are "
+            "never stored twice."
+        ) from None
 
 
 class RequestDetails:
@@ -102,6 +128,19 @@ def known_model(lookup: Callable[[str], Any], model_id: str) -> Any:
                                 "that model (is a plugin or a `llm mistral refresh` model missing?).") from None
 
 
+def stored_attachment(stored: dict[str, Any]) -> llm.Attachment:
+    """An attachment of a request as its details keep it, with the content hash taken when it was submitted, so
+    logging it never reads the file (moved or deleted by the time results come, llm logs it all the same). Details
+    kept before that hash was read the file now: an error if it is gone."""
+    attachment = llm.Attachment(type=stored["type"], path=stored["path"], url=stored["url"], _id=stored.get("id"))
+    try:
+        attachment.id()
+    except OSError as error:
+        raise MistralSuiteError(f"its attachment {stored['path']} cannot be read ({error.strerror or error}), so its "
+                                "answer was not logged; put the file back and run `results` again.") from None
+    return attachment
+
+
 class JobResults:
     """Reading a job's result files into a database (``db``; None to only print them), one transaction per file."""
 
@@ -153,7 +192,7 @@ class ChatResults(JobResults):
         options_key = json.dumps(details["options"], sort_keys=True)
         if options_key not in self.options:
             self.options[options_key] = self.model.Options(**details["options"])
-        attachments = [llm.Attachment(type=a["type"], path=a["path"], url=a["url"]) for a in details["attachments"]]
+        attachments = [stored_attachment(a) for a in details["attachments"]]
         prompt = llm.Prompt(details["prompt"], self.model, system=details["system"], attachments=attachments,
                             schema=self.schema, options=self.options[options_key])
         response = llm.Response(prompt, self.model, stream=False)

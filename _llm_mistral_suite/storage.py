@@ -144,6 +144,21 @@ def update_json_object(path: Path, change: Callable[[dict[str, Any]], T], *, rep
     return result
 
 
+def check_updatable(path: Path) -> None:
+    """Raise now what ``update_json_object(path, ...)`` would raise later on reading ``path`` (damaged) or on writing
+    beside it (a directory that takes no new file): for an update that must not fail after something that cannot be
+    undone, such as remembering a batch job once Mistral has created it."""
+    import tempfile
+
+    _read_for_update(path, replace_damaged=False)
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise MistralSuiteError(f"Cannot write {path}: {_reason(exc)}.") from None
+    os.close(descriptor)
+    os.unlink(temporary)
+
+
 def _read_for_update(path: Path, replace_damaged: bool) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

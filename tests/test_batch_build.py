@@ -3,6 +3,7 @@ live model packs them, and the lines are cut into files and jobs within the serv
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import llm
@@ -76,7 +77,8 @@ def test_attachments_go_on_the_wire_as_they_do_live(fake, cli_env, tmp_path):
     assert live.pop("prompt_cache_key")  # the live conversation's id
     attachment = batch_build.resolve_attachment(str(image), batch_chat_model("mistral-medium"), "-a")
     [line], _ = chat_lines([row("Describe")], model="mistral-medium", attachments=[attachment])
-    assert line.body == live and line.details["attachments"] == [{"type": "image/png", "path": str(image), "url": None}]
+    assert line.body == live and line.details["attachments"] == [  # with the hash llm logs it by, kept for results
+        {"type": "image/png", "path": str(image), "url": None, "id": hashlib.sha256(PNG).hexdigest()}]
     per_row, _ = chat_lines([row({"prompt": "Describe", "attachments": [str(image)]}),
                              row({"prompt": "Describe", "attachments": json.dumps([str(image)])}, 2)],  # a CSV cell
                             model="mistral-medium")

@@ -7,6 +7,7 @@ the whole flow once, and Ctrl-C while waiting."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sqlite3
@@ -17,6 +18,8 @@ import time
 import pytest
 
 import _llm_mistral_suite.batch_build as batch_build
+import _llm_mistral_suite.batch_results as batch_results
+from api_mock import PNG
 from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, bodies
 from inprocess import invoke_llm
 
@@ -47,8 +50,8 @@ def jsonl(path, rows) -> str:
     return str(path)
 
 
-def submit(cli, *args: str, input: str | None = None) -> str:
-    out = assert_cli_ok(cli("mistral", "batch", "submit", *args, input=input))
+def submit(cli, *args: str, input: str | None = None, command: str = "submit") -> str:
+    out = assert_cli_ok(cli("mistral", "batch", command, *args, input=input))
     return out.splitlines()[0]
 
 
@@ -121,6 +124,23 @@ def test_a_batch_answer_is_logged_as_the_live_answer_is(fake, cli, tmp_path):
     assert batch["response_json"] == {**live["response_json"], "id": batch["response_json"]["id"],  # the reply's own id
                                       "batch_job": job_id, "custom_id": "1"}
     assert batch["conversation_id"] != live["conversation_id"]
+
+
+def test_an_attachment_moved_after_submitting_is_logged_all_the_same(fake, cli, tmp_path, user_dir):
+    image = tmp_path / "img.png"
+    image.write_bytes(PNG)
+    rows = [{"id": "a", "prompt": "Describe", "attachments": str(image)}, {"id": "b", "prompt": "Hi"}]
+    job_id = submit(cli, jsonl(tmp_path / "t.jsonl", rows), "-m", "mistral-medium", "--wait")
+    image.rename(tmp_path / "elsewhere.png")  # results come hours later
+    result = cli("mistral", "batch", "results", job_id)
+    assert "Logged 2 responses" in assert_cli_ok(result)
+    entries = {entry["prompt"]: entry for entry in logs(cli)}
+    assert entries["Describe"]["response"].startswith("echo: Describe") and entries["Hi"]["response"] == "echo: Hi"
+    [attachment] = entries["Describe"]["attachments"]
+    assert (attachment["id"], attachment["type"], attachment["path"]) == (
+        hashlib.sha256(PNG).hexdigest(), "image/png", str(image))  # the content's hash, kept when submitting
+    assert str(image) in assert_cli_ok(cli("logs", "-n", "2"))
+    assert "Logged 0 responses" in assert_cli_ok(cli("mistral", "batch", "results", job_id))
 
 
 def test_plain_text_from_stdin_with_a_schema_and_wait(fake, cli):
@@ -200,6 +220,28 @@ def test_results_of_a_job_still_running_is_an_error_and_writes_nothing(fake, cli
     assert "Logged 3 responses" in assert_cli_ok(cli("mistral", "batch", "results", job_id, "--wait"))
 
 
+@pytest.mark.parametrize("kind", ["chat", "embed"])
+def test_a_database_locked_by_another_process_is_one_error_and_the_run_can_be_repeated(fake, cli, tmp_path, user_dir,
+                                                                                       monkeypatch, kind):
+    monkeypatch.setattr(batch_results, "BUSY_SECONDS", 0.2)
+    rows = jsonl(tmp_path / "t.jsonl", PROMPTS)
+    if kind == "chat":
+        job_id, path = submit(cli, rows, "-m", "mistral-small", "--wait"), user_dir / "logs.db"
+    else:
+        job_id, path = submit(cli, "--wait", "docs", rows, "-m", "mistral-embed", command="embed"), user_dir / "embeddings.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("begin exclusive")  # another process writing, for longer than we wait
+    try:
+        result = cli("mistral", "batch", "results", job_id)
+    finally:
+        holder.execute("rollback")
+        holder.close()
+    assert_cli_error(result, f"{path} is locked by another process", f"run `llm mistral batch results {job_id}` again")
+    with sqlite3.connect(path) as db:
+        assert db.execute("select name from sqlite_master where name in ('turns', 'embeddings')").fetchall() == []
+    assert "3 " in assert_cli_ok(cli("mistral", "batch", "results", job_id))  # Logged 3 responses / Stored 3 vectors
+
+
 @pytest.mark.parametrize("content, needle", [
     ('{"id": 1, "prompt": "fine"}\n{"id": 2, "prompt": "fine"}\n{"id": 3, "prompt": \n', "Line 3: this is not valid JSON"),
     ('{"id": 1, "prompt": "fine"}\n{"id": 1, "prompt": "again"}\n', "Line 2: id '1' appears twice"),
@@ -214,8 +256,17 @@ def test_a_bad_input_is_reported_by_line_before_anything_is_uploaded(fake, cli, 
     assert list(user_dir.rglob("*.jsonl")) == []  # no request details left behind
 
 
+@pytest.mark.parametrize("name, content", [("in.csv", 'id,prompt\n1,ok\n2,"unterminated\n'),
+                                           ("in.tsv", 'id\tprompt\n1\tok\n2\t"unterminated\n')])
+def test_an_open_quote_in_csv_or_tsv_is_reported_by_line_before_anything_is_uploaded(fake, cli, tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    assert_cli_error(cli("mistral", "batch", "submit", str(tmp_path / name), "-m", "mistral-small"),
+                     "Line 3: a quote opened in this row is never closed")
+    assert fake.requests == []
+
+
 @pytest.mark.parametrize("args, needles", [
-    (["-m", "no-such-model"], ["Unknown model: no-such-model", "llm mistral models"]),
+    (["-m", "no-such-model"], ["Error: Unknown model: no-such-model. `llm mistral models` lists"]),  # no quotes
     (["-m", "mistral/open-mixtral-8x7b"], ["open-mixtral-8x7b was retired", "llm mistral local download mixtral-8x7b"]),
     (["-m", "llamafile"], ["llamafile-server does not run on Mistral's API"]),
     (["-m", "mistral-small", "-o", "temperature", "hot"], []),
@@ -235,6 +286,23 @@ def test_user_errors_are_one_clear_line(fake, cli, tmp_path, args, needles):
         if option == "reasoning_effort":
             assert "works only with reasoning models" in result.stderr
     assert fake.upload_count == 0
+
+
+def test_an_unknown_embedding_model_is_one_clear_line(fake, cli, tmp_path):
+    (tmp_path / "d.txt").write_text("hello\n")
+    result = cli("mistral", "batch", "embed", "docs", str(tmp_path / "d.txt"), "-m", "nonsense")
+    assert_cli_error(result, "Error: Unknown model: nonsense. `llm mistral models` lists")
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("command", [["submit", "-m", "mistral-small"], ["embed", "docs", "-m", "mistral-embed"]])
+def test_a_damaged_jobs_file_is_an_error_before_any_request(fake, cli, tmp_path, user_dir, command):
+    (user_dir / "mistral-suite-batches.json").write_text("{not json")
+    (tmp_path / "p.txt").write_text("hello\n")
+    result = cli("mistral", "batch", *command[:-2], str(tmp_path / "p.txt"), *command[-2:])
+    assert_cli_error(result, "mistral-suite-batches.json is not valid JSON; fix or delete it. Nothing was submitted.")
+    assert fake.requests == [] and list(user_dir.rglob("*.jsonl")) == []  # no job made that would be forgotten
+    assert (user_dir / "mistral-suite-batches.json").read_text() == "{not json"
 
 
 def test_a_bad_key_is_one_error_and_leaves_nothing_behind(fake, cli, tmp_path, user_dir):

@@ -46,6 +46,18 @@ def test_csv_and_tsv_rows_carry_the_line_they_start_on():
     assert error(b"id,prompt\n1,a\n2,b,extra\n", "csv") == "Line 3: this row has more fields than the header."
 
 
+@pytest.mark.parametrize("data, fmt, message", [
+    (b'id,prompt\n1,ok\n2,"unterminated\n', "csv", "Line 3: a quote opened in this row is never closed."),
+    (b'id\tprompt\n1\tok\n2\t"unterminated\n', "tsv", "Line 3: a quote opened in this row is never closed."),
+    (b'id,prompt\n1,"two\nlines"\n2,"open\nto the end\n', "csv", "Line 4: a quote opened in this row is never closed."),
+    (b'"id,prompt\n1,a\n', "csv", "Line 1: a quote opened in this row is never closed."),  # the header's
+    (b'id,prompt\n1,"quoted"tail\n', "csv", "Line 2: this is not valid CSV (',' expected after '\"')."),
+])
+def test_a_quote_left_open_or_misplaced_is_an_error_naming_its_line(data, fmt, message):
+    assert error(data, fmt) == message
+    assert rows(b'id,prompt\n1,say "hi"\n', "csv") == [("line 2", 2, {"id": "1", "prompt": 'say "hi"'})]  # a quote inside a field
+
+
 def test_json_arrays_are_decoded_item_by_item_across_read_chunks(monkeypatch):
     import _llm_mistral_suite.batch_input as batch_input
 

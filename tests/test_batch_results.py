@@ -7,11 +7,13 @@ import hashlib
 import json
 
 import pytest
+import sqlite_utils
 from ulid import ULID
 
-from _llm_mistral_suite.batch import requests_path
+from _llm_mistral_suite.batch import BatchResult, requests_path
 from _llm_mistral_suite.batch_results import ChatResults, EmbeddingResults, RequestDetails, batch_ulid
 from _llm_mistral_suite.errors import MistralSuiteError
+from api_mock import PNG
 
 JOB = {"id": "0b5e0c2a-6f1d-4c8e-9a73-3d2b1f0e9c44", "status": "SUCCESS", "total_requests": 2, "completed_at": 1_800_000_000}
 
@@ -68,6 +70,27 @@ def test_an_answer_becomes_the_response_a_live_reply_would_be(user_dir):
     assert turn.thread_id == batch_ulid(1_800_000_123, 3, JOB["id"], "t1", "thread")
     with pytest.raises(MistralSuiteError, match="ended before it was finished"):
         results.turn("t2", details, completion("32", finish=None))
+
+
+def test_an_attachment_kept_without_its_hash_and_gone_since_fails_only_its_row(user_dir, tmp_path):
+    image = tmp_path / "img.png"
+    path = requests_path(JOB["id"])
+    path.parent.mkdir(parents=True)
+    rows = [{"custom_id": "a", "prompt": "Describe", "system": None, "options": {},  # as details were kept before
+             "attachments": [{"type": "image/png", "path": str(image), "url": None}]},
+            {"custom_id": "b", "prompt": "Hi", "system": None, "options": {}, "attachments": []}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    db = sqlite_utils.Database(tmp_path / "logs.db")
+    results = ChatResults(JOB, {"model": "mistral-medium", "api_model": "mistral-medium-latest"}, db)
+    output = [BatchResult("line 1", "a", completion("A pixel"), None), BatchResult("line 2", "b", completion("Hello"), None)]
+    summary = results.ingest_files([("output", iter(output))], None)
+    assert summary.written == 1 and summary.failed == [("a", (
+        f"its attachment {image} cannot be read (No such file or directory), so its answer was not logged; "
+        "put the file back and run `results` again."))]
+    assert [row[0] for row in db.execute("select response from turn_search")] == ["Hello"]
+    image.write_bytes(PNG)
+    summary = results.ingest_files([("output", iter(output))], None)
+    assert (summary.written, summary.already, summary.failed) == (1, 1, [])
 
 
 def test_vectors_are_checked_before_they_are_stored(user_dir):

@@ -101,6 +101,21 @@ def test_a_damaged_file_is_an_error_to_change_unless_it_may_be_replaced(folder, 
         assert json.loads(path.read_text()) == {"x": 1}
 
 
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", None])  # None: a directory
+def test_an_update_is_checked_before_work_that_cannot_be_undone(folder, content):
+    path = folder / "file.json"
+    storage.check_updatable(path)  # missing: fine, it will be created
+    path.write_text('{"a": 1}')
+    storage.check_updatable(path)
+    path.unlink()
+    path.mkdir() if content is None else path.write_text(content)
+    with pytest.raises(MistralSuiteError, match="fix or delete it"):
+        storage.check_updatable(path)
+    with pytest.raises(MistralSuiteError, match="Cannot write .*missing"):
+        storage.check_updatable(folder / "missing" / "file.json")
+    assert sorted(p.name for p in folder.iterdir()) == ["file.json"]  # nothing left behind
+
+
 def test_each_write_has_a_temporary_file_of_its_own(folder, monkeypatch):
     seen: list[str] = []
     replace = storage.os.replace
