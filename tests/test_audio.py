@@ -50,10 +50,14 @@ def forms(fake) -> list:
 
 def test_settings_become_the_form_mistral_takes():
     assert TranscribeSettings().form() == {"model": "voxtral-mini-latest"}
-    full = TranscribeSettings("voxtral-small-latest", "fr", True, "word", ("Mistral", "Voxtral"), 0.2).form(True)
-    assert full == {"model": "voxtral-small-latest", "language": "fr", "temperature": "0.2", "diarize": "true",
-                    "timestamp_granularities": ["word"], "context_bias": ["Mistral", "Voxtral"], "stream": "true"}
-    assert TranscribeSettings(diarize=True).form()["timestamp_granularities"] == ["segment"]  # speakers need them
+    settings = TranscribeSettings("voxtral-small-latest", "fr", True, "word", ("Mistral", "Voxtral"), 0.2)
+    assert settings.form(True) == {  # array fields named as Mistral's SDK names them
+        "model": "voxtral-small-latest", "language": "fr", "temperature": "0.2", "diarize": "true",
+        "timestamp_granularities[]": ["word"], "context_bias[]": ["Mistral", "Voxtral"], "stream": "true"}
+    assert settings.fields() == {  # the spec's names: the cache key
+        "model": "voxtral-small-latest", "language": "fr", "temperature": "0.2", "diarize": "true",
+        "timestamp_granularities": ["word"], "context_bias": ["Mistral", "Voxtral"]}
+    assert TranscribeSettings(diarize=True).form()["timestamp_granularities[]"] == ["segment"]  # speakers need them
 
 
 def test_a_file_is_sent_as_a_multipart_upload_whole_or_streamed(api, samples):
@@ -67,6 +71,8 @@ def test_a_file_is_sent_as_a_multipart_upload_whole_or_streamed(api, samples):
     assert whole.files["file"].filename == "speech.wav" and whole.files["file"].data == samples["wav"].read_bytes()
     assert (whole.form_value("language"), whole.form["context_bias"], whole.form_value("stream")) == ("en", ["ACME"], None)
     assert stream.form_value("stream") == "true" and stream.form["timestamp_granularities"] == ["segment"]
+    assert [name for name in whole.sent_form if name.startswith("context")] == ["context_bias[]"]  # the SDK's names
+    assert [name for name in stream.sent_form if name.startswith("timestamp")] == ["timestamp_granularities[]"]
 
 
 def test_a_url_goes_as_file_url_and_standard_input_as_a_file(api):
