@@ -31,8 +31,8 @@ class TranscribeSettings(NamedTuple):
     context_bias: tuple[str, ...] = ()  # words to expect (names, jargon)
     temperature: Optional[float] = None
 
-    def form(self, stream: bool = False) -> dict[str, Any]:
-        """The form fields, as Mistral's multipart form takes them."""
+    def fields(self, stream: bool = False) -> dict[str, Any]:
+        """The request's fields under the spec's names (arrays as lists); without ``stream``, the cache key's."""
         data: dict[str, Any] = {"model": self.model}
         if self.language:
             data["language"] = self.language
@@ -48,6 +48,10 @@ class TranscribeSettings(NamedTuple):
         if stream:
             data["stream"] = "true"
         return data
+
+    def form(self, stream: bool = False) -> dict[str, Any]:
+        """The form as Mistral's SDK sends it: an array field's values repeated under ``name[]``."""
+        return {f"{name}[]" if isinstance(value, list) else name: value for name, value in self.fields(stream).items()}
 
 
 def check_audio(media: Media) -> None:
@@ -235,7 +239,7 @@ async def atranscribe_pieces(media: Media, settings: TranscribeSettings, key: st
 def transcript_cache(media: Media, settings: TranscribeSettings) -> tuple[ResultCache, Optional[str]]:
     """Where a transcript of ``media`` with ``settings`` is cached, and its key (None for a URL)."""
     cache = ResultCache("transcriptions")
-    return cache, cache.key(media, settings.form())
+    return cache, cache.key(media, settings.fields())
 
 
 def whole_transcript(media: Media, settings: TranscribeSettings, key: str) -> dict[str, Any]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Any
+from typing import Any, Iterator
 
+import httpx
 import llm
 import llm.cli
-from conftest import validate_request
+from conftest import validate_form, validate_request
+from fake_mistral import Upload, parse_form
 from llm.parts import (
     AttachmentPart,
     Message,
@@ -64,9 +66,30 @@ RETIRED = ["open-mistral-7b", "open-mixtral-8x7b", "open-mixtral-8x22b", "open-c
 
 
 def sse(*events: Any, done: bool = True) -> bytes:
-    """An SSE body: dict events as JSON, str events as raw data payloads."""
-    payloads = [e if isinstance(e, str) else json.dumps(e) for e in events] + ["[DONE]"] * done
-    return "".join(f"data: {p}\n\n" for p in payloads).encode()
+    """An SSE body: dict events as JSON, str events as raw data payloads, ``(name, dict)`` pairs as named events
+    (``event: name``, as the audio endpoints send them)."""
+    blocks = [f"event: {e[0]}\ndata: {json.dumps(e[1])}" if isinstance(e, tuple)
+              else f"data: {e if isinstance(e, str) else json.dumps(e)}" for e in events] + ["data: [DONE]"] * done
+    return "".join(f"{block}\n\n" for block in blocks).encode()
+
+
+class CutBody(httpx.SyncByteStream):
+    """A response body that sends ``head``, then loses the connection."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.head
+        raise httpx.ReadError("Connection reset by peer")
+
+
+def sent_form(request: httpx.Request) -> tuple[dict[str, list[str]], dict[str, Upload]]:
+    """A form request's text fields under the names sent (``x[]`` kept) and its file parts, once checked against
+    the spec's schema for its path."""
+    form, files = parse_form(request.content, request.headers["content-type"])
+    validate_form(request.url.path, form, files)
+    return form, files
 
 
 def chunk(delta: dict, finish_reason: str | None = None, **extra: Any) -> dict:

@@ -23,7 +23,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
-from fake_mistral import FakeMistral  # noqa: E402
+from fake_mistral import FakeMistral, Upload, spec_names  # noqa: E402
 
 SHARED = Path(__file__).parent.parent.parent / "shared"
 OPENAPI = SHARED / "conformance" / "mistral-openapi.json"
@@ -110,16 +110,53 @@ def key(monkeypatch) -> str:
 
 def validate_received(server: FakeMistral) -> None:
     """Validate what ``server`` received against the spec (when ../shared is present): every JSON body against
-    the request schema of its path; every multipart form against its path's multipart schema, the text fields
-    read as the types that schema declares; every line of a JSONL file uploaded for batch against BatchRequest;
-    and every request of a batch job against its endpoint's request schema (with the job's model)."""
+    the request schema of its path; every form against its path's multipart schema (``validate_form``); every
+    line of a JSONL file uploaded for batch against BatchRequest; and every request of a batch job against its
+    endpoint's request schema (with the job's model)."""
     if not OPENAPI.exists():
         return
+    for rec in server.requests:
+        path = rec.path.split("?")[0].rstrip("/")
+        schema = REQUEST_SCHEMAS.get(path)
+        if rec.method != "POST" or schema is None:
+            continue
+        if schema != "multipart/form-data":
+            if isinstance(rec.body, dict):
+                validate_request(rec.body, schema)
+            continue
+        if not (rec.sent_form or rec.files):
+            continue
+        validate_form(path, rec.sent_form, rec.files)
+        upload = rec.files.get("file")
+        if path == "/v1/files" and rec.form_value("purpose") == "batch" and upload is not None:
+            for number, line in enumerate(upload.data.decode("utf-8", "replace").splitlines(), 1):
+                try:
+                    item = json.loads(line) if line.strip() else None
+                except ValueError:
+                    message = f"line {number} of batch file {upload.filename} is not JSON: {line[:200]}"
+                    pytest.fail(message, pytrace=False)
+                if item is not None:
+                    validate_request(item, "BatchRequest")
+    for job in server.batch_jobs.values():
+        schema = REQUEST_SCHEMAS.get(job.endpoint)
+        for _, body in job.lines if schema and schema != "multipart/form-data" else ():
+            if isinstance(body, dict):
+                validate_request({"model": job.model, **body} if job.model else body, schema)
+
+
+def validate_form(path: str, sent_form: dict[str, list[str]], files: dict[str, Upload]) -> bool:
+    """Fail the test if a form sent to ``path`` (``/v1/...``) does not match the path's multipart schema in the
+    spec (``<path>#stream`` when it asks for a stream): each text field under its spec name (``name[]``, how
+    Mistral's SDK names an array field, is the property ``name``) read as the types the schema declares, each
+    file part as its file name (a binary string). Where the spec is absent nothing is checked and False is
+    returned."""
+    if not OPENAPI.exists():
+        return False
     from urllib.parse import quote
 
     import jsonschema.exceptions
 
-    spec: dict = {}
+    spec = _openapi()
 
     def kinds(schema: dict) -> set[str]:
         """The JSON types a property schema admits."""
@@ -142,49 +179,24 @@ def validate_received(server: FakeMistral) -> None:
                     pass
         return value
 
-    for rec in server.requests:
-        path = rec.path.split("?")[0].rstrip("/")
-        schema = REQUEST_SCHEMAS.get(path)
-        if rec.method != "POST" or schema is None:
-            continue
-        if schema != "multipart/form-data":
-            if isinstance(rec.body, dict):
-                validate_request(rec.body, schema)
-            continue
-        if not (rec.form or rec.files):
-            continue
-        spec = spec or json.loads(OPENAPI.read_text())
-        streamed = rec.form.get("stream", ["false"])[-1].lower() == "true" and f"{path}#stream" in spec["paths"]
-        key = f"{path}#stream" if streamed else path
-        form_schema = spec["paths"][key]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-        if "$ref" in form_schema:
-            form_schema = spec["components"]["schemas"][form_schema["$ref"].rsplit("/", 1)[-1]]
-        properties = form_schema.get("properties", {})
-        form = {name: coerce(values, kinds(properties.get(name, {}))) for name, values in rec.form.items()}
-        form |= {name: upload.filename for name, upload in rec.files.items()}  # a binary string
-        pointer = "/paths/" + quote(key.replace("~", "~0").replace("/", "~1")) + "/post/requestBody/content"
-        ref = f"urn:mistral:openapi#{pointer}/multipart~1form-data/schema"
-        errors = list(_spec_validator("BatchRequest").evolve(schema={"$ref": ref}).iter_errors(form))
-        if errors:
-            best = jsonschema.exceptions.best_match(errors)
-            where = "/".join(str(p) for p in best.absolute_path)
-            pytest.fail(f"multipart form to {key} does not match its schema at /{where}: {best.message}\n"
-                        f"form: {json.dumps(form)[:2000]}", pytrace=False)  # fmt: skip
-        upload = rec.files.get("file")
-        if path == "/v1/files" and form.get("purpose") == "batch" and upload is not None:
-            for number, line in enumerate(upload.data.decode("utf-8", "replace").splitlines(), 1):
-                try:
-                    item = json.loads(line) if line.strip() else None
-                except ValueError:
-                    message = f"line {number} of batch file {upload.filename} is not JSON: {line[:200]}"
-                    pytest.fail(message, pytrace=False)
-                if item is not None:
-                    validate_request(item, "BatchRequest")
-    for job in server.batch_jobs.values():
-        schema = REQUEST_SCHEMAS.get(job.endpoint)
-        for _, body in job.lines if schema and schema != "multipart/form-data" else ():
-            if isinstance(body, dict):
-                validate_request({"model": job.model, **body} if job.model else body, schema)
+    named = spec_names(sent_form)
+    streamed = named.get("stream", ["false"])[-1].lower() == "true" and f"{path}#stream" in spec["paths"]
+    key = f"{path}#stream" if streamed else path
+    form_schema = spec["paths"][key]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    if "$ref" in form_schema:
+        form_schema = spec["components"]["schemas"][form_schema["$ref"].rsplit("/", 1)[-1]]
+    properties = form_schema.get("properties", {})
+    form = {name: coerce(values, kinds(properties.get(name, {}))) for name, values in named.items()}
+    form |= {name: upload.filename for name, upload in files.items()}  # a binary string
+    pointer = "/paths/" + quote(key.replace("~", "~0").replace("/", "~1")) + "/post/requestBody/content"
+    ref = f"urn:mistral:openapi#{pointer}/multipart~1form-data/schema"
+    errors = list(_spec_validator("BatchRequest").evolve(schema={"$ref": ref}).iter_errors(form))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        where = "/".join(str(p) for p in best.absolute_path)
+        pytest.fail(f"multipart form to {key} does not match its schema at /{where}: {best.message}\n"
+                    f"form: {json.dumps(form)[:2000]}", pytrace=False)  # fmt: skip
+    return True
 
 
 @contextlib.contextmanager
@@ -363,13 +375,18 @@ def require_recorded() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
+def _openapi() -> dict:
+    return json.loads(OPENAPI.read_text())
+
+
+@functools.lru_cache(maxsize=None)
 def _spec_validator(schema_name: str):
     import jsonschema
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
 
     uri = "urn:mistral:openapi"
-    spec = json.loads(OPENAPI.read_text())
+    spec = _openapi()
     if schema_name not in spec["components"]["schemas"]:
         raise KeyError(f"{schema_name} is not in components/schemas of {OPENAPI}")
     # OpenAPI 3.1 schemas are JSON Schema 2020-12; "#/components/schemas/X" refs resolve inside the document.

@@ -93,6 +93,7 @@ class Recorded:
     raw: bytes
     form: dict[str, list[str]] = field(default_factory=dict)  # form fields (multipart or urlencoded); "x[]" as "x"
     files: dict[str, Upload] = field(default_factory=dict)  # multipart file fields
+    sent_form: dict[str, list[str]] = field(default_factory=dict)  # the form fields under the names sent ("x[]" kept)
 
     @property
     def route(self) -> str:
@@ -349,7 +350,7 @@ def _param(header: str, name: str) -> str | None:
 
 
 def parse_multipart(raw: bytes, content_type: str) -> tuple[dict[str, list[str]], dict[str, Upload]]:
-    """Text fields and file parts of a multipart/form-data body; ValueError without a boundary."""
+    """Text fields and file parts of a multipart/form-data body, under the names sent; ValueError without a boundary."""
     boundary = _param(content_type, "boundary")
     if not boundary:
         raise ValueError("multipart body without boundary")
@@ -370,12 +371,28 @@ def parse_multipart(raw: bytes, content_type: str) -> tuple[dict[str, list[str]]
         name, filename = _param(disposition, "name"), _param(disposition, "filename")
         if name is None:
             continue
-        name = name.removesuffix("[]")
         if filename is not None:
             files[name] = Upload(filename, headers.get("content-type") or "application/octet-stream", content)
         else:
             form.setdefault(name, []).append(content.decode("utf-8", "replace"))
     return form, files
+
+
+def parse_form(raw: bytes, content_type: str) -> tuple[dict[str, list[str]], dict[str, Upload]]:
+    """Text fields and file parts of a multipart or urlencoded body, under the names sent; ValueError for a
+    multipart body without a boundary."""
+    if content_type.lower().startswith("multipart/form-data"):
+        return parse_multipart(raw, content_type)
+    return parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True), {}
+
+
+def spec_names(form: dict[str, list[str]]) -> dict[str, list[str]]:
+    """A form's fields under the spec's property names: ``x[]`` (how Mistral's SDK names an array field) as ``x``;
+    the fake takes either spelling."""
+    named: dict[str, list[str]] = {}
+    for name, values in form.items():
+        named.setdefault(name.removesuffix("[]"), []).extend(values)
+    return named
 
 
 @dataclass
@@ -790,22 +807,19 @@ class FakeMistral:
     def _serve(self, h: _Handler) -> None:
         raw = h.read_body()
         headers = {k.lower(): v for k, v in h.headers.items()}
-        body, form, files = None, {}, {}
+        body, sent_form, files = None, {}, {}
         content_type = headers.get("content-type", "").lower()
-        if content_type.startswith("multipart/form-data"):
+        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             try:
-                form, files = parse_multipart(raw, headers["content-type"])
+                sent_form, files = parse_form(raw, headers["content-type"])
             except ValueError:
                 pass
-        elif content_type.startswith("application/x-www-form-urlencoded"):  # a form without file parts
-            for name, values in parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True).items():
-                form.setdefault(name.removesuffix("[]"), []).extend(values)
         else:
             try:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 pass
-        rec = Recorded(h.command, h.path, headers, body, raw, form, files)
+        rec = Recorded(h.command, h.path, headers, body, raw, spec_names(sent_form), files, sent_form)
         with self._lock:
             self.requests.append(rec)
             reply = self._queue.popleft() if self._queue else None

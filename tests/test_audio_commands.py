@@ -119,6 +119,7 @@ def test_transcribe_formats(s):
     assert srt.form["timestamp_granularities"] == ["segment"] and vtt.form_value("diarize") == "true"
     assert speakers.form_value("model") == "voxtral-small-latest"
     assert words.form["context_bias"] == ["ACME", "Voxtral"] and words.form_value("temperature") == "0.1"
+    assert words.sent_form["context_bias[]"] == ["ACME", "Voxtral"]  # repeated under the name Mistral's SDK uses
 
 
 @scenario

@@ -418,11 +418,15 @@ def test_form_requests_are_recorded(fake, client):
     rec = fake.requests[-1]
     assert rec.body is None and rec.route == "/v1/files"
     assert rec.form == {"purpose": ["batch"], "tags": ["a", "b"]} and rec.form_value("purpose") == "batch"
+    assert rec.sent_form == {"purpose": ["batch"], "tags[]": ["a", "b"]}
     upload_ = rec.files["file"]
     assert (upload_.filename, upload_.content_type, upload_.data) == ("blob.bin", "application/x-thing", payload)
     client.post("/audio/transcriptions?x=1", data={"model": "m", "context_bias": ["p", "q"]})  # urlencoded
     rec = fake.requests[-1]
     assert rec.form == {"model": ["m"], "context_bias": ["p", "q"]} and rec.query == {"x": ["1"]} and rec.files == {}
+    client.post("/audio/transcriptions", data={"model": "m", "context_bias[]": ["p"], "context_bias": ["q"]})
+    rec = fake.requests[-1]
+    assert rec.form["context_bias"] == ["p", "q"] and rec.sent_form["context_bias[]"] == ["p"]  # either spelling
 
 
 def test_parse_multipart_edge_cases():
@@ -435,7 +439,7 @@ def test_parse_multipart_edge_cases():
         b"--xyz--\r\nepilogue"
     )
     form, files = parse_multipart(body, 'multipart/form-data; boundary="xyz"')
-    assert form == {"list": ["1", "2"]}
+    assert form == {"list[]": ["1", "2"]}  # under the names sent
     assert (files["f"].filename, files["f"].content_type, files["f"].data) == ("x.bin", "image/png", b"\r\n--\x00")
     with pytest.raises(ValueError):
         parse_multipart(body, "multipart/form-data")
@@ -1050,6 +1054,8 @@ def test_validate_received_checks_forms_batch_files_and_jobs():
             context_bias="Mistral",
         )
         transcribe(client, wav_bytes(0.5), stream="true")  # checked against AudioTranscriptionRequestStream
+        transcribe(client, wav_bytes(0.5), stream="true", **{"timestamp_granularities[]": "word",
+                                                                "context_bias[]": ["Mistral", "Voxtral"]})
         client.post(
             "/audio/transcriptions", data={"model": "voxtral-mini-latest", "file_url": "https://example.com/a.wav"}
         )
@@ -1076,6 +1082,8 @@ def test_validate_received_checks_forms_batch_files_and_jobs():
     for message, act in bad.items():
         with pytest.raises(pytest.fail.Exception, match=re.escape(message)):
             validate_received(received(act))
+    with pytest.raises(pytest.fail.Exception, match=r"at /context_bias/0: 'New York' does not match"):
+        validate_received(received(lambda c: transcribe(c, wav_bytes(0.5), **{"context_bias[]": ["New York"]})))
 
 
 def test_validate_received_is_a_no_op_without_the_spec(monkeypatch, tmp_path):

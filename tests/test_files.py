@@ -1,4 +1,5 @@
-"""Mistral's /v1/files through the transport: uploads streamed with retries, signed URLs, downloads, deletes."""
+"""Mistral's /v1/files through the transport: uploads streamed with retries, signed URLs, downloads, deletes; against
+the fake Mistral, and the requests themselves with pytest-httpx."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import pytest
 from _llm_mistral_suite.errors import MistralSuiteError
 from _llm_mistral_suite.files import (
     MAX_FILE_BYTES,
+    UploadedFile,
     delete_file,
     download_content,
     signed_url,
     temporary_upload,
     upload_file,
 )
+from api_mock import API, sent_form
 from conftest import SENTINEL_KEY
-from fake_mistral import error_reply
+from fake_mistral import Upload, error_reply
 
 
 @pytest.fixture
@@ -75,3 +78,50 @@ def test_too_big_is_refused_before_sending(api, monkeypatch):
 def test_missing_file_id_is_a_clear_error(api):
     with pytest.raises(MistralSuiteError, match="404"):
         download_content(SENTINEL_KEY, "00000000-0000-4000-8000-000000000000", io.BytesIO())
+
+
+# --- the requests themselves (pytest-httpx: nothing leaves the machine) ------------------------------
+
+FILE_ID = "5d1c7f2a-3b4e-4c6d-8e9f-0a1b2c3d4e5f"
+
+
+def stored(filename: str, size: int, purpose: str) -> dict:
+    """The answer to an upload (``CreateFileResponse``)."""
+    return {"id": FILE_ID, "object": "file", "bytes": size, "created_at": 1767225600, "filename": filename,
+            "purpose": purpose, "sample_type": "instruct", "source": "upload"}  # fmt: skip
+
+
+def test_an_upload_sends_the_file_and_its_purpose(httpx_mock, tmp_path):
+    path = tmp_path / "report.pdf"
+    path.write_bytes(b"%PDF-1.4 two pages")
+    httpx_mock.add_response(method="POST", url=f"{API}/files", json=stored("report.pdf", 18, "ocr"))
+    uploaded = upload_file(SENTINEL_KEY, path, "report.pdf", "ocr", "application/pdf")
+    assert uploaded == UploadedFile(FILE_ID, "report.pdf", 18, "ocr")
+    [request] = httpx_mock.get_requests()
+    assert request.headers["authorization"] == f"Bearer {SENTINEL_KEY}"
+    assert sent_form(request) == ({"purpose": ["ocr"]},
+                                  {"file": Upload("report.pdf", "application/pdf", b"%PDF-1.4 two pages")})
+
+
+@pytest.mark.parametrize("asked, hours", [({}, 24), ({"expiry_hours": 1}, 1)])  # 24 h by default; chat asks 1 h
+def test_a_signed_url_is_asked_for_with_its_expiry(httpx_mock, asked, hours):
+    signed = f"https://files.example.com/{FILE_ID}?signature=abc"  # what pytest-httpx answers: never fetched
+    httpx_mock.add_response(method="GET", url=f"{API}/files/{FILE_ID}/url?expiry={hours}", json={"url": signed})
+    assert signed_url(SENTINEL_KEY, FILE_ID, **asked) == signed
+    [request] = httpx_mock.get_requests()
+    assert request.content == b"" and request.headers["authorization"] == f"Bearer {SENTINEL_KEY}"
+
+
+def test_the_upload_is_deleted_even_when_the_next_step_fails(httpx_mock, monkeypatch):
+    monkeypatch.setenv("LLM_MISTRAL_MAX_ATTEMPTS", "2")
+    httpx_mock.add_response(method="POST", url=f"{API}/files", json=stored("t.pdf", 4, "ocr"))
+    httpx_mock.add_response(method="GET", url=f"{API}/files/{FILE_ID}/url?expiry=24", status_code=503,
+                            json={"object": "error", "message": "Service unavailable"}, is_reusable=True)
+    httpx_mock.add_response(method="DELETE", url=f"{API}/files/{FILE_ID}",
+                            json={"id": FILE_ID, "object": "file", "deleted": True})
+    with pytest.raises(MistralSuiteError, match="503.*after 2 attempts"):
+        with temporary_upload(SENTINEL_KEY, b"data", "t.pdf", "ocr") as uploaded:
+            signed_url(SENTINEL_KEY, uploaded.id)
+    sent = [(request.method, request.url.path) for request in httpx_mock.get_requests()]
+    assert sent == [("POST", "/v1/files"), *[("GET", f"/v1/files/{FILE_ID}/url")] * 2,
+                    ("DELETE", f"/v1/files/{FILE_ID}")]  # fmt: skip

@@ -1,4 +1,5 @@
-"""The mistral/voxtral-transcribe model through llm's Python API (sync and async) against the fake Mistral."""
+"""The mistral/voxtral-transcribe model through llm's Python API (sync and async) against the fake Mistral, and its
+requests with pytest-httpx."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import asyncio
 import llm
 import pytest
 
-from _llm_mistral_suite.errors import MistralSuiteError
+from _llm_mistral_suite.errors import MistralSuiteError, StreamCutError
 from _llm_mistral_suite.transcription import TRANSCRIBE_TYPES
+from api_mock import API, SSE_HEADERS, CutBody, sent_form, sse
 from conftest import SENTINEL_KEY
 from media_files import wav_bytes, write_samples
 
@@ -94,3 +96,45 @@ def test_wrong_inputs_are_clear_errors(api, kwargs, needle):
 def test_a_bad_context_bias_word_is_refused():
     with pytest.raises(ValueError, match="single words without spaces or commas, not 'New York'"):
         llm.get_model("voxtral-transcribe").Options(context_bias=["New York"])
+
+
+# --- the requests themselves (pytest-httpx: nothing leaves the machine) ------------------------------
+
+TRANSCRIPTIONS = f"{API}/audio/transcriptions"
+WORDS = [{"type": "transcription_segment", "text": word, "start": start, "end": start + 0.5}
+         for word, start in (("Bonjour", 0.0), ("Mistral.", 0.5))]  # fmt: skip
+ANSWER = {"model": "voxtral-small-2507", "text": "Bonjour Mistral.", "language": "fr", "segments": WORDS,
+          "usage": {"prompt_audio_seconds": 1, "prompt_tokens": 13, "completion_tokens": 4, "total_tokens": 17}}
+
+
+def test_the_models_options_become_the_form_mistral_takes(httpx_mock, key, wav):
+    httpx_mock.add_response(url=TRANSCRIPTIONS, json=ANSWER)
+    response = llm.get_model("voxtral-transcribe").prompt(
+        attachments=[llm.Attachment(path=str(wav))], model="voxtral-small-latest", language="FR", timestamps="word",
+        context_bias="Mistral,Voxtral", temperature=0, stream=False)  # fmt: skip
+    assert response.text() == "Bonjour Mistral."
+    assert (response.input_tokens, response.output_tokens, response.resolved_model) == (13, 4, "voxtral-small-2507")
+    assert response.response_json["segments"] == WORDS and response.token_details == {"prompt_audio_seconds": 1}
+    [request] = httpx_mock.get_requests()
+    assert request.headers["authorization"] == f"Bearer {key}"
+    form, files = sent_form(request)
+    assert form == {"model": ["voxtral-small-latest"], "language": ["fr"], "temperature": ["0.0"],
+                    "timestamp_granularities[]": ["word"], "context_bias[]": ["Mistral", "Voxtral"]}  # fmt: skip
+    assert (files["file"].filename, files["file"].data) == ("speech.wav", wav.read_bytes())
+
+
+def test_a_cut_stream_is_an_error_and_is_not_cached(httpx_mock, key, wav):
+    head = sse(("transcription.text.delta", {"type": "transcription.text.delta", "text": "Bonjour"}), done=False)
+    httpx_mock.add_response(url=TRANSCRIPTIONS, headers=SSE_HEADERS, stream=CutBody(head))
+    model = llm.get_model("voxtral-transcribe")
+    pieces = []
+    with pytest.raises(StreamCutError, match="dropped the connection in the middle of the reply"):
+        for piece in model.prompt(attachments=[llm.Attachment(path=str(wav))]):
+            pieces.append(piece)
+    assert pieces == ["Bonjour"]
+    events = [("transcription.text.delta", {"type": "transcription.text.delta", "text": "Bonjour Mistral."}),
+              ("transcription.done", {**ANSWER, "type": "transcription.done"})]  # fmt: skip
+    httpx_mock.add_response(url=TRANSCRIPTIONS, headers=SSE_HEADERS, content=sse(*events, done=False))
+    assert model.prompt(attachments=[llm.Attachment(path=str(wav))]).text() == "Bonjour Mistral."
+    first, second = (sent_form(request)[0] for request in httpx_mock.get_requests())  # no transcript from the cache
+    assert first == second == {"model": ["voxtral-mini-latest"], "stream": ["true"]}
