@@ -188,7 +188,9 @@ class ChatResults(JobResults):
         return (created, batch_ulid(created, position, self.job["id"], custom_id, "turn"),
                 batch_ulid(created, position, self.job["id"], custom_id, "thread"))
 
-    def turn(self, custom_id: str, details: dict[str, Any], body: dict[str, Any]) -> LoggedTurn:
+    def turn(self, custom_id: str, details: dict[str, Any], body: dict[str, Any],
+             ids: tuple[float, str, str] | None = None) -> LoggedTurn:
+        """The answer as a finished llm response; ``ids``: what ``self.ids`` gives for it, if known already."""
         options_key = json.dumps(details["options"], sort_keys=True)
         if options_key not in self.options:
             self.options[options_key] = self.model.Options(**details["options"])
@@ -202,7 +204,7 @@ class ChatResults(JobResults):
         for event in decoder.finish(response, self.record["api_model"]):
             response._process_chunk(event)
         response.response_json = {**(response.response_json or {}), "batch_job": self.job["id"], "custom_id": custom_id}
-        created, response.id, thread_id = self.ids(custom_id, details, body)
+        created, response.id, thread_id = ids or self.ids(custom_id, details, body)
         response._start_utcnow = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
         response._done = True
         return LoggedTurn(response, response.id, thread_id)
@@ -227,14 +229,15 @@ class ChatResults(JobResults):
 
     def take(self, chunk: list[tuple[str, dict[str, Any], dict[str, Any]]], summary: Summary, emit: Emit) -> None:
         """Log the answers of ``chunk`` not logged yet (answers already logged are not even built, unless printed)."""
-        logged = self.writer.existing_turns([self.ids(*item)[1] for item in chunk]) if self.writer else set()
+        item_ids = [self.ids(*item) for item in chunk]  # two ULIDs each: computed once
+        logged = self.writer.existing_turns([ids[1] for ids in item_ids]) if self.writer else set()
         fresh: list[LoggedTurn] = []
-        for custom_id, request, body in chunk:
-            if self.ids(custom_id, request, body)[1] in logged and not emit:
+        for (custom_id, request, body), ids in zip(chunk, item_ids):
+            if ids[1] in logged and not emit:
                 summary.already += 1
                 continue
             try:
-                turn = self.turn(custom_id, request, body)
+                turn = self.turn(custom_id, request, body, ids)
             except MistralSuiteError as failure:
                 summary.fail(custom_id, failure.message)
                 if emit:
