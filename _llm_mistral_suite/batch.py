@@ -14,7 +14,10 @@ import llm
 from .errors import MistralSuiteError, service_message
 from .files import delete_file, download_content, upload_file
 from .settings import batch_poll_seconds, mistral_endpoint
-from .storage import check_updatable, read_json_object, update_json_object
+from .storage import (
+    OPTIONAL_COUNT, OPTIONAL_FLAG, OPTIONAL_OBJECT, OPTIONAL_TEXT, TEXT, check_updatable, entry_problem,
+    read_json_object, skip_entry, update_json_object,
+)
 from .transport import request_json
 
 MAX_POLL_SECONDS = 60.0
@@ -41,8 +44,34 @@ def requests_path(job_id: str) -> Path:
     return requests_dir() / f"{job_id}.jsonl"
 
 
+JOB_FIELDS = {  # the fields of a remembered job, and what each may be
+    "model": TEXT, "kind": TEXT, "api_model": TEXT, "endpoint": OPTIONAL_TEXT, "requests": OPTIONAL_COUNT,
+    "items": OPTIONAL_COUNT, "created": OPTIONAL_TEXT, "input": OPTIONAL_TEXT, "schema": OPTIONAL_OBJECT,
+    "collection": OPTIONAL_TEXT, "database": OPTIONAL_TEXT, "store": OPTIONAL_FLAG,
+}
+
+
+def job_problem(record: Any) -> str | None:
+    """What is wrong with one remembered job (None: nothing)."""
+    problem = entry_problem(record, JOB_FIELDS)
+    if problem is None and record["kind"] not in ("chat", "embed"):
+        problem = f'has a bad "kind" ({json.dumps(record["kind"])[:60]})'
+    if problem is None and record["kind"] == "embed" and not (record.get("collection") and record.get("database")):
+        problem = 'is an embedding job without its "collection" and "database"'
+    return problem
+
+
 def remembered_jobs() -> dict[str, dict[str, Any]]:
-    return {job_id: record for job_id, record in read_json_object(jobs_path()).items() if isinstance(record, dict)}
+    """Our jobs, by id; a damaged entry is skipped with one warning (the job itself is still at Mistral's)."""
+    path = jobs_path()
+    jobs = {}
+    for job_id, record in read_json_object(path).items():
+        problem = job_problem(record)
+        if problem:
+            skip_entry(path, f"job {job_id!r}", problem)
+        else:
+            jobs[job_id] = record
+    return jobs
 
 
 def remember_job(job_id: str, record: dict[str, Any]) -> None:

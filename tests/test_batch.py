@@ -16,6 +16,7 @@ from _llm_mistral_suite.batch import (
     list_jobs,
     read_results,
     remember_job,
+    remembered_jobs,
     resolve_job_id,
     submit_files,
     wait_for_job,
@@ -115,9 +116,12 @@ def test_result_lines_success_and_every_failure_shape():
     ]
 
 
+CHAT_JOB = {"kind": "chat", "model": "mistral/mistral-small-latest", "api_model": "mistral-small-latest"}
+
+
 def test_job_ids_resolve_from_the_start_of_a_remembered_one():
-    remember_job("3fa85f64-5717-4562-b3fc-2c963f66afa6", {"kind": "chat"})
-    remember_job("3fa9aaaa-5717-4562-b3fc-2c963f66afa6", {"kind": "chat"})
+    remember_job("3fa85f64-5717-4562-b3fc-2c963f66afa6", CHAT_JOB)
+    remember_job("3fa9aaaa-5717-4562-b3fc-2c963f66afa6", CHAT_JOB)
     assert resolve_job_id("3FA85F64-5717-4562-B3FC-2C963F66AFA6") == "3fa85f64-5717-4562-b3fc-2c963f66afa6"
     assert resolve_job_id("3fa8") == "3fa85f64-5717-4562-b3fc-2c963f66afa6"
     with pytest.raises(MistralSuiteError, match="starts the ids of 2 batch jobs"):
@@ -135,3 +139,18 @@ def test_what_went_wrong_with_an_ended_job(status, errors, expected):
     job = {"id": "j", "status": status, "errors": errors, "total_requests": 4, "completed_requests": 1,
            "succeeded_requests": 1, "failed_requests": 0}
     assert ended_error(job) == f"Batch job j {expected}"
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ({"items": "many"}, 'has a bad "items" ("many")'),
+    ({"kind": "fish"}, 'has a bad "kind" ("fish")'),
+    ({"model": None}, 'has a bad "model" (null)'),
+    ({"kind": "embed"}, 'is an embedding job without its "collection" and "database"'),
+])
+def test_a_damaged_job_entry_is_skipped_with_a_warning(capsys, damage, problem):
+    """A hand-edited or damaged entry used to end `batch list --local` (and more) in a traceback."""
+    remember_job("3fa85f64-5717-4562-b3fc-2c963f66afa6", CHAT_JOB)
+    remember_job("0badbad0-5717-4562-b3fc-2c963f66afa6", {**CHAT_JOB, **damage})
+    assert list(remembered_jobs()) == ["3fa85f64-5717-4562-b3fc-2c963f66afa6"]
+    warning = capsys.readouterr().err
+    assert "skipping job '0badbad0-5717-4562-b3fc-2c963f66afa6'" in warning and problem in warning
