@@ -262,31 +262,34 @@ class DocumentUploads(NamedTuple):
 
 def upload_large_documents(prompt: llm.Prompt, key: str) -> DocumentUploads:
     """Upload every local PDF of the conversation larger than ``LLM_MISTRAL_INLINE_LIMIT_MB`` (purpose ``ocr``)
-    and replace it with a signed URL; smaller ones travel inline. Call ``delete_uploads`` afterwards."""
+    and replace it with a signed URL; smaller ones travel inline. The request's attachments are checked against
+    the service's limits first: nothing is uploaded for a request that would be refused. Call
+    ``delete_uploads`` afterwards."""
     from llm.parts import AttachmentPart
 
-    uploads = DocumentUploads({}, [])
+    from .limits import check_attachments
+
+    attachments = [part.attachment for message in prompt.messages for part in message.parts
+                   if isinstance(part, AttachmentPart) and part.attachment is not None]
     limit = inline_limit_bytes()
+    large: dict[int, tuple[llm.Attachment, Path | None]] = {}
+    for attachment in attachments:
+        if attachment.url or attachment.resolve_type() not in DOCUMENT_TYPES:
+            continue
+        path = Path(attachment.path) if attachment.path else None
+        if (path.stat().st_size if path else len(attachment.content or b"")) > limit:
+            large[id(attachment)] = (attachment, path)
+    uploads = DocumentUploads({}, [])
+    if not large:
+        return uploads
+    check_attachments(attachments, MISTRAL_ATTACHMENT_LIMITS)
     try:
-        for message in prompt.messages:
-            for part in message.parts:
-                attachment = part.attachment if isinstance(part, AttachmentPart) else None
-                if attachment is None or attachment.url or attachment.resolve_type() not in DOCUMENT_TYPES:
-                    continue
-                path = Path(attachment.path) if attachment.path else None
-                size = path.stat().st_size if path else len(attachment.content or b"")
-                if size <= limit or id(attachment) in uploads.replaced:
-                    continue
-                name = path.name if path else "document.pdf"
-                if size > MAX_DOCUMENT_BYTES:
-                    raise MistralSuiteError(
-                        f"{name} is {size / 1024 ** 2:,.1f} MB; Mistral's API reads documents of at most "
-                        f"{MAX_DOCUMENT_BYTES // 1024 ** 2} MB. Split it into smaller files."
-                    )
-                uploaded = upload_file(key, path or attachment.content or b"", name, "ocr", "application/pdf")
-                uploads.file_ids.append(uploaded.id)
-                url = signed_url(key, uploaded.id, expiry_hours=1)
-                uploads.replaced[id(attachment)] = llm.Attachment(type="application/pdf", url=url)
+        for attachment, path in large.values():
+            name = path.name if path else "document.pdf"
+            uploaded = upload_file(key, path or attachment.content or b"", name, "ocr", "application/pdf")
+            uploads.file_ids.append(uploaded.id)
+            url = signed_url(key, uploaded.id, expiry_hours=1)
+            uploads.replaced[id(attachment)] = llm.Attachment(type="application/pdf", url=url)
     except BaseException:
         delete_uploads(key, uploads)
         raise

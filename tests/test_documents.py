@@ -246,13 +246,29 @@ def test_chat_uploads_only_local_pdfs_over_the_inline_limit(api, samples, monkey
     assert api.uploads == []
 
 
-def test_chat_uploads_are_undone_when_one_fails(api, samples, monkeypatch, tmp_path):
+def test_chat_uploads_are_undone_when_one_fails(api, samples, monkeypatch):
     monkeypatch.setenv("LLM_MISTRAL_INLINE_LIMIT_MB", "0.001")
-    monkeypatch.setattr(documents, "MAX_DOCUMENT_BYTES", len(REPORT) + 1)
-    huge = llm.Attachment(content=REPORT + b" " * 10, type="application/pdf")
-    with pytest.raises(MistralSuiteError, match="document.pdf is 0.0 MB; Mistral's API reads documents of at most"):
-        upload_large_documents(prompt_with(llm.Attachment(path=str(samples["pdf"])), huge), SENTINEL_KEY)
+    uploaded = documents.upload_file
+
+    def second_upload_fails(*args, **kwargs):
+        if api.upload_count:
+            raise MistralSuiteError("the upload failed")
+        return uploaded(*args, **kwargs)
+
+    monkeypatch.setattr(documents, "upload_file", second_upload_fails)
+    second = llm.Attachment(content=REPORT, type="application/pdf")
+    with pytest.raises(MistralSuiteError, match="the upload failed"):
+        upload_large_documents(prompt_with(llm.Attachment(path=str(samples["pdf"])), second), SENTINEL_KEY)
     assert api.upload_count == 1 and api.uploads == [] and api.delete_count == 1
+
+
+def test_nothing_is_uploaded_for_a_request_the_service_would_refuse(api, samples, monkeypatch):
+    """The limits are checked before the large PDF goes up, not after (nine images: one too many)."""
+    monkeypatch.setenv("LLM_MISTRAL_INLINE_LIMIT_MB", "0.001")
+    images = [llm.Attachment(path=str(samples["png"])) for _ in range(9)]
+    with pytest.raises(MistralSuiteError, match="9 images"):
+        upload_large_documents(prompt_with(llm.Attachment(path=str(samples["pdf"])), *images), SENTINEL_KEY)
+    assert api.upload_count == 0
 
 
 def test_a_failed_delete_is_a_warning(api, capsys):
