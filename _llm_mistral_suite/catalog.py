@@ -116,9 +116,11 @@ BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
            deprecation_date="2025-06-06", replacement="codestral-latest", local_route="codestral-mamba",
            description="Codestral Mamba"),
     catalog_entry("pixtral-12b-latest", "pixtral-12b", context=131072, caps="chat tools vision documents", status=RETIRED,
-           deprecation_date="2025-12-31", replacement="ministral-14b-latest"),
+           deprecation_date="2025-12-31", replacement="ministral-14b-latest", local_route="pixtral-12b",
+           description="Pixtral 12B"),
     catalog_entry("pixtral-12b", context=131072, caps="chat tools vision documents", status=RETIRED,
-           deprecation_date="2025-12-31", replacement="ministral-14b-latest"),
+           deprecation_date="2025-12-31", replacement="ministral-14b-latest", local_route="pixtral-12b",
+           description="Pixtral 12B"),
     catalog_entry("voxtral-mini-2507", context=32768, caps="chat audio"),
     catalog_entry("voxtral-small-2507", context=32768, caps="chat tools audio"),
     # Embeddings (`llm embed`).
@@ -248,7 +250,8 @@ def find_entry(name: str) -> CatalogEntry | None:
     return None
 
 
-NO_LLAMAFILE_ROUTES = frozenset({"codestral-mamba"})  # Mamba-2 came to llama.cpp after llamafile's last release
+# Mamba-2 came to llama.cpp after llamafile's last release; Pixtral is for images, which `llm -m llamafile` never sends.
+NO_LLAMAFILE_ROUTES = frozenset({"codestral-mamba", "pixtral-12b"})
 
 
 def alternatives(entry: CatalogEntry) -> str:

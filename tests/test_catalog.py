@@ -84,6 +84,17 @@ def test_retired_model_is_registered_and_explains_the_route(mock, key, api_name)
     assert mock.get_requests() == []
 
 
+@pytest.mark.parametrize("name", ["pixtral-12b", "mistral/pixtral-12b"])
+def test_retired_pixtral_names_its_local_route(mock, key, name):
+    """Pixtral 12B left the API but `llm mistral local download` has its GGUF and projector: the error says so."""
+    with pytest.raises(MistralSuiteError) as info:
+        llm.get_model(name).prompt("hi").text()
+    message = str(info.value)
+    assert "ministral-14b-latest" in message and "llm mistral local download pixtral-12b" in message
+    assert "llamafile" not in message  # `llm -m llamafile` sends no images
+    assert mock.get_requests() == []
+
+
 def test_retired_model_error_comes_before_missing_key(mock):
     with pytest.raises(MistralSuiteError, match="retired") as info:
         llm.get_model("mistral/open-mixtral-8x7b").prompt("hi").text()
