@@ -255,17 +255,26 @@ NO_LLAMAFILE_ROUTES = frozenset({"codestral-mamba", "pixtral-12b"})
 
 
 def alternatives(entry: CatalogEntry) -> str:
-    """What still runs a model the API no longer serves: its successor and the local route."""
+    """What still runs a model the API no longer serves: its successor, and the local or server model registered
+    here for its local route (as `llm mistral models` finds them), or else the command that gets one."""
     routes = []
     if entry.replacement:
         routes.append(f"use {entry.replacement} on the API (llm -m mistral/{entry.replacement}; "
                       f"llm -c -m mistral/{entry.replacement} continues a conversation with it)")
     if entry.local_route:
-        routes.append(
-            f"run {entry.description or entry.api_name} yourself: `llm mistral local download {entry.local_route}`"
-            + (" (llama.cpp)" if entry.local_route in NO_LLAMAFILE_ROUTES else
-               " (llama.cpp) or a llamafile (`llm -m llamafile`)")
-        )
+        from .local.download import route_runners  # against the import flow, on this error path only (no network)
+
+        runners = route_runners().get(entry.local_route)
+        name = entry.description or entry.api_name
+        if runners:
+            routes.append(f"run {name} here with the model registered for it: "
+                          + " or ".join(f"`llm -m {runner}`" for runner in runners))
+        else:
+            routes.append(
+                f"run {name} yourself: `llm mistral local download {entry.local_route}`"
+                + (" (llama.cpp)" if entry.local_route in NO_LLAMAFILE_ROUTES else
+                   " (llama.cpp) or a llamafile (`llm -m llamafile`)")
+            )
     if not routes:
         return "`llm mistral models` lists the models the API serves."
     return "Instead, " + "; or ".join(routes) + "."

@@ -256,6 +256,9 @@ def test_codestral_mamba_download_runs(ggufs, user_dir):
         hub.close()
     out = assert_cli_ok(invoke_llm("-m", "codestral-mamba-local", "hello", *GREEDY, "-o", "max_tokens", "3"))
     assert out.strip()
+    for retired in ("codestral-mamba", "mistral/open-codestral-mamba"):  # the API's ids name the download now
+        line = assert_cli_error(invoke_llm("-m", retired, "hi"), "retired", "llm -m mistral-local/codestral-mamba")
+        assert "local download" not in line
     assert "architecture mamba2 (recurrent state)" in assert_cli_ok(invoke_llm("mistral", "local", "list"))
 
 
@@ -267,6 +270,7 @@ def test_retired_models_show_what_runs_them_here(ggufs, user_dir):
         return {row["id"]: row["runs_here"] for row in rows if row["status"] == "retired"}
 
     assert runs_here()["mistral/open-codestral-mamba"] == []
+    assert_cli_error(invoke_llm("-m", "mistral/open-codestral-mamba", "hi"), "llm mistral local download codestral-mamba")
     table = assert_cli_ok(invoke_llm("mistral", "models"))
     assert "llm mistral local download codestral-mamba" in table
     assert re.search(r"^mistral/pixtral-12b .*llm mistral local download pixtral-12b$", table, re.MULTILINE)
@@ -286,3 +290,8 @@ def test_retired_models_show_what_runs_them_here(ggufs, user_dir):
     line = next(line for line in assert_cli_ok(invoke_llm("mistral", "models")).splitlines()
                 if line.startswith("mistral/open-codestral-mamba"))
     assert line.rstrip().endswith("mistral-local/my-mamba")
+    # Prompting a retired model names what runs it here, as the table does, instead of a download.
+    for retired, runner in (("mistral/open-codestral-mamba", "mistral-local/my-mamba"), ("pixtral-12b", "mistral-local/pix"),
+                            ("mistral/open-mixtral-8x22b", "big")):
+        line = assert_cli_error(invoke_llm("-m", retired, "hi"), "retired", f"`llm -m {runner}`")
+        assert "local download" not in line
