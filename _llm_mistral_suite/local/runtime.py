@@ -9,7 +9,7 @@ from typing import Any, Optional
 from ..errors import MistralSuiteError
 from ..options import LOCAL_MAX_DEFAULT_CTX
 from .gguf import check_gguf
-from .prompt import Dialect, read_dialect
+from .prompt import Dialect, chat_dialect
 from .template import LocalChatFormatter
 from .vocab import PromptVocab
 
@@ -172,9 +172,8 @@ def load_local_llama(path: str, *, embedding: bool = False, n_ctx: int | None = 
         loaded.formatter.show_prompt = bool(verbose)
         loaded.meter = EvalCounter(llama)
         loaded.vocab = PromptVocab(llama)
-        if loaded.vocab.mistral_instruct:
-            template = llama.metadata.get("tokenizer.chat_template")
-            loaded.dialect = read_dialect(template, loaded.vocab, loaded.formatter.render_raw if template else None)
+        loaded.dialect = chat_dialect(llama.metadata.get("tokenizer.chat_template"), loaded.vocab,
+                                      loaded.formatter.render_raw)
     if not _log_state.get("atexit"):
         import atexit
 
