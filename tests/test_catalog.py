@@ -29,6 +29,7 @@ from _llm_mistral_suite.catalog import (
 )
 from _llm_mistral_suite.chat import AsyncMistralChat, MistralChat
 from _llm_mistral_suite.errors import MissingKeyError, MistralSuiteError
+from _llm_mistral_suite.routes import NO_LLAMAFILE_ROUTES
 
 # --- catalog ---------------------------------------------------------------------------------------
 
@@ -80,7 +81,7 @@ def test_retired_model_is_registered_and_explains_the_route(mock, key, api_name)
     assert "retired" in message and entry.replacement in message
     if entry.local_route:
         assert f"llm mistral local download {entry.local_route}" in message
-        assert ("llamafile" in message) == (entry.local_route not in catalog.NO_LLAMAFILE_ROUTES)
+        assert ("llamafile" in message) == (entry.local_route not in NO_LLAMAFILE_ROUTES)
     assert mock.get_requests() == []
 
 
