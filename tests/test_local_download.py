@@ -270,7 +270,8 @@ def test_retired_models_show_what_runs_them_here(ggufs, user_dir):
         return {row["id"]: row["runs_here"] for row in rows if row["status"] == "retired"}
 
     assert runs_here()["mistral/open-codestral-mamba"] == []
-    assert_cli_error(invoke_llm("-m", "mistral/open-codestral-mamba", "hi"), "llm mistral local download codestral-mamba")
+    assert_cli_error(invoke_llm("-m", "mistral/open-codestral-mamba", "hi"),
+                     "llm mistral local download codestral-mamba")
     table = assert_cli_ok(invoke_llm("mistral", "models"))
     assert "llm mistral local download codestral-mamba" in table
     assert re.search(r"^mistral/pixtral-12b .*llm mistral local download pixtral-12b$", table, re.MULTILINE)
@@ -279,7 +280,8 @@ def test_retired_models_show_what_runs_them_here(ggufs, user_dir):
     assert_cli_ok(invoke_llm("mistral", "local", "add", str(mamba_copy), "--name", "my-mamba"))
     pixtral_copy = user_dir / "mistral-community_pixtral-12b-Q4_K_M.gguf"
     pixtral_copy.write_bytes(ggufs.dense.read_bytes())
-    assert_cli_ok(invoke_llm("mistral", "local", "add", str(pixtral_copy), "--name", "pix", "--mmproj", str(ggufs.mmproj)))
+    assert_cli_ok(invoke_llm("mistral", "local", "add", str(pixtral_copy), "--name", "pix",
+                             "--mmproj", str(ggufs.mmproj)))
     assert_cli_ok(invoke_llm("mistral", "servers", "add", "big", "http://127.0.0.1:9/v1",
                              "--model", "mistralai/Mixtral-8x22B-Instruct-v0.1"))
     found = runs_here()
@@ -291,7 +293,7 @@ def test_retired_models_show_what_runs_them_here(ggufs, user_dir):
                 if line.startswith("mistral/open-codestral-mamba"))
     assert line.rstrip().endswith("mistral-local/my-mamba")
     # Prompting a retired model names what runs it here, as the table does, instead of a download.
-    for retired, runner in (("mistral/open-codestral-mamba", "mistral-local/my-mamba"), ("pixtral-12b", "mistral-local/pix"),
-                            ("mistral/open-mixtral-8x22b", "big")):
+    for retired, runner in (("mistral/open-codestral-mamba", "mistral-local/my-mamba"),
+                            ("pixtral-12b", "mistral-local/pix"), ("mistral/open-mixtral-8x22b", "big")):
         line = assert_cli_error(invoke_llm("-m", retired, "hi"), "retired", f"`llm -m {runner}`")
         assert "local download" not in line

@@ -1,4 +1,4 @@
-"""llama.cpp (and mtmd, for images) in this process: importing, silencing their log, one loaded model per file (a warm KV cache)."""
+"""llama.cpp and mtmd in this process: importing them, silencing their log, one loaded model per file (a warm KV cache)."""
 
 from __future__ import annotations
 
