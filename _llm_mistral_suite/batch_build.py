@@ -11,11 +11,12 @@ import llm
 
 from .batch import requests_dir, requests_path
 from .batch_input import InputRow, input_error
-from .catalog import RETIRED, retired_message
+from .catalog import RETIRED
 from .chat import MistralChat
 from .embeddings import MistralEmbedding, input_problem, pack_batches
 from .errors import MistralSuiteError
 from .fim import CodestralFIM
+from .routes import retired_message
 from .servers import ServerEmbedding
 
 # The service's limits (docs.mistral.ai, "Known limitations"): 512 MB a file and 100,000 requests a job.

@@ -10,7 +10,6 @@ from typing import Any, Callable, NamedTuple
 
 import llm
 
-from .errors import MistralSuiteError
 from .storage import (
     OPTIONAL_COUNT,
     OPTIONAL_FLAG,
@@ -116,9 +115,11 @@ BUILTIN_CATALOG: tuple[CatalogEntry, ...] = (
            deprecation_date="2025-06-06", replacement="codestral-latest", local_route="codestral-mamba",
            description="Codestral Mamba"),
     catalog_entry("pixtral-12b-latest", "pixtral-12b", context=131072, caps="chat tools vision documents", status=RETIRED,
-           deprecation_date="2025-12-31", replacement="ministral-14b-latest"),
+           deprecation_date="2025-12-31", replacement="ministral-14b-latest", local_route="pixtral-12b",
+           description="Pixtral 12B"),
     catalog_entry("pixtral-12b", context=131072, caps="chat tools vision documents", status=RETIRED,
-           deprecation_date="2025-12-31", replacement="ministral-14b-latest"),
+           deprecation_date="2025-12-31", replacement="ministral-14b-latest", local_route="pixtral-12b",
+           description="Pixtral 12B"),
     catalog_entry("voxtral-mini-2507", context=32768, caps="chat audio"),
     catalog_entry("voxtral-small-2507", context=32768, caps="chat tools audio"),
     # Embeddings (`llm embed`).
@@ -254,42 +255,6 @@ def find_entry(name: str) -> CatalogEntry | None:
         if name == entry.api_name or name in entry.aliases:
             return entry
     return None
-
-
-NO_LLAMAFILE_ROUTES = frozenset({"codestral-mamba"})  # Mamba-2 came to llama.cpp after llamafile's last release
-
-
-def alternatives(entry: CatalogEntry) -> str:
-    """What still runs a model the API no longer serves: its successor and the local route."""
-    routes = []
-    if entry.replacement:
-        routes.append(f"use {entry.replacement} on the API (llm -m mistral/{entry.replacement}; "
-                      f"llm -c -m mistral/{entry.replacement} continues a conversation with it)")
-    if entry.local_route:
-        routes.append(
-            f"run {entry.description or entry.api_name} yourself: `llm mistral local download {entry.local_route}`"
-            + (" (llama.cpp)" if entry.local_route in NO_LLAMAFILE_ROUTES else
-               " (llama.cpp) or a llamafile (`llm -m llamafile`)")
-        )
-    if not routes:
-        return "`llm mistral models` lists the models the API serves."
-    return "Instead, " + "; or ".join(routes) + "."
-
-
-def retired_message(entry: CatalogEntry) -> str:
-    when = f" on {entry.deprecation_date}" if entry.deprecation_date else ""
-    return f"{entry.api_name} was retired from Mistral's API{when}. {alternatives(entry)}"
-
-
-def missing_model_error(entry: CatalogEntry, error: MistralSuiteError) -> MistralSuiteError:
-    """``error``, or for a 404 on a model the catalog knows a successor or a local route for, one naming them."""
-    if error.status != 404 or not (entry.replacement or entry.local_route):
-        return error
-    return MistralSuiteError(
-        f"Mistral's API no longer serves {entry.api_name} (404{': ' + error.detail if error.detail else ''}). "
-        f"{alternatives(entry)} `llm mistral refresh` updates the model list.",
-        status=404, detail=error.detail,
-    )
 
 
 def names_in_use(ignore: Callable[[Any], bool] = lambda model: False) -> dict[str, str]:

@@ -12,12 +12,11 @@ from .catalog import (
     IMAGE_TYPES,
     RETIRED,
     CatalogEntry,
-    missing_model_error,
-    retired_message,
 )
 from .errors import MistralSuiteError
 from .options import PASS_THROUGH_OPTIONS, PROMPT_CACHE_OFF, OptionsFor
 from .replies import AsyncReplyModel, ReplyModel, ReplyRequest, arun_reply, run_reply
+from .routes import missing_model_error, retired_message
 from .settings import mistral_endpoint, mistral_key
 from .wire import chat_messages, json_schema_format, tool_definitions
 

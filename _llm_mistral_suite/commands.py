@@ -29,7 +29,9 @@ def models_command(as_json: bool) -> None:
     """List the Mistral API models llm knows (built in, plus `llm mistral refresh`).
 
     For a retired model: the local or server model that runs it here, or the command that gets one."""
-    runners = retired_model_runners()
+    from .local.download import route_runners
+
+    runners = route_runners()
     rows = [
         {
             "id": model_id,
@@ -77,18 +79,6 @@ def usable_ids(entry: CatalogEntry) -> list[tuple[str, tuple[str, ...], frozense
     if entry.api_name == FIM_DEFAULT_MODEL:
         ids.append((CodestralFIM.model_id, ("codestral-fim",), frozenset({"fim"})))
     return ids
-
-
-def retired_model_runners() -> dict[str, list[str]]:
-    """Local download name -> the local and server models registered here that run it."""
-    from .local.download import local_runners, matching_downloads
-
-    runners = local_runners()
-    for server in load_servers():
-        if not server.embedding:
-            for key in matching_downloads(server.model or server.name):
-                runners.setdefault(key, []).append(server.name)
-    return runners
 
 
 @click.command(name="refresh")

@@ -6,10 +6,11 @@ from typing import Any
 
 import llm
 
-from .catalog import RETIRED, find_entry, load_catalog, missing_model_error, retired_message
+from .catalog import RETIRED, find_entry, load_catalog
 from .errors import MistralSuiteError
 from .options import OptionsFor
 from .replies import AsyncReplyModel, ReplyModel, ReplyRequest
+from .routes import missing_model_error, retired_message
 from .settings import mistral_endpoint, mistral_key
 
 FIM_DEFAULT_MODEL = "codestral-latest"

@@ -29,6 +29,7 @@ from _llm_mistral_suite.catalog import (
 )
 from _llm_mistral_suite.chat import AsyncMistralChat, MistralChat
 from _llm_mistral_suite.errors import MissingKeyError, MistralSuiteError
+from _llm_mistral_suite.routes import NO_LLAMAFILE_ROUTES
 
 # --- catalog ---------------------------------------------------------------------------------------
 
@@ -80,7 +81,18 @@ def test_retired_model_is_registered_and_explains_the_route(mock, key, api_name)
     assert "retired" in message and entry.replacement in message
     if entry.local_route:
         assert f"llm mistral local download {entry.local_route}" in message
-        assert ("llamafile" in message) == (entry.local_route not in catalog.NO_LLAMAFILE_ROUTES)
+        assert ("llamafile" in message) == (entry.local_route not in NO_LLAMAFILE_ROUTES)
+    assert mock.get_requests() == []
+
+
+@pytest.mark.parametrize("name", ["pixtral-12b", "mistral/pixtral-12b"])
+def test_retired_pixtral_names_its_local_route(mock, key, name):
+    """Pixtral 12B left the API but `llm mistral local download` has its GGUF and projector: the error says so."""
+    with pytest.raises(MistralSuiteError) as info:
+        llm.get_model(name).prompt("hi").text()
+    message = str(info.value)
+    assert "ministral-14b-latest" in message and "llm mistral local download pixtral-12b" in message
+    assert "llamafile" not in message  # `llm -m llamafile` sends no images
     assert mock.get_requests() == []
 
 

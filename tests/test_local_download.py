@@ -20,7 +20,7 @@ from inprocess import invoke_llm  # noqa: E402
 from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
 from local_kit import GREEDY  # noqa: E402
 
-from _llm_mistral_suite.catalog import BUILTIN_CATALOG
+from _llm_mistral_suite.catalog import BUILTIN_CATALOG, RETIRED
 from _llm_mistral_suite.errors import MistralSuiteError
 from _llm_mistral_suite.local.download import LOCAL_DOWNLOADS, download_file, matching_downloads
 from _llm_mistral_suite.local.registry import local_models_dir, read_local_registry
@@ -187,6 +187,13 @@ def test_every_retired_models_local_route_is_downloadable():
     assert "reasoning" in LOCAL_DOWNLOADS["magistral-small"].capabilities
 
 
+def test_retired_models_with_a_download_have_it_as_their_local_route():
+    for entry in BUILTIN_CATALOG:
+        downloads = matching_downloads(entry.api_name)
+        if entry.status == RETIRED and downloads:
+            assert entry.local_route in downloads, entry.api_name
+
+
 def test_download_file_checks_a_pinned_sha256(hub, user_dir, ggufs):
     url = f"{hub.url}/r/resolve/main/{MISTRAL_7B_FILE}"
     data = ggufs.dense.read_bytes()
@@ -249,6 +256,9 @@ def test_codestral_mamba_download_runs(ggufs, user_dir):
         hub.close()
     out = assert_cli_ok(invoke_llm("-m", "codestral-mamba-local", "hello", *GREEDY, "-o", "max_tokens", "3"))
     assert out.strip()
+    for retired in ("codestral-mamba", "mistral/open-codestral-mamba"):  # the API's ids name the download now
+        line = assert_cli_error(invoke_llm("-m", retired, "hi"), "retired", "llm -m mistral-local/codestral-mamba")
+        assert "local download" not in line
     assert "architecture mamba2 (recurrent state)" in assert_cli_ok(invoke_llm("mistral", "local", "list"))
 
 
@@ -260,17 +270,30 @@ def test_retired_models_show_what_runs_them_here(ggufs, user_dir):
         return {row["id"]: row["runs_here"] for row in rows if row["status"] == "retired"}
 
     assert runs_here()["mistral/open-codestral-mamba"] == []
+    assert_cli_error(invoke_llm("-m", "mistral/open-codestral-mamba", "hi"),
+                     "llm mistral local download codestral-mamba")
     table = assert_cli_ok(invoke_llm("mistral", "models"))
     assert "llm mistral local download codestral-mamba" in table
+    assert re.search(r"^mistral/pixtral-12b .*llm mistral local download pixtral-12b$", table, re.MULTILINE)
     mamba_copy = user_dir / "Mamba-Codestral-7B-v0.1-Q5_K_M.gguf"
     mamba_copy.write_bytes(ggufs.mamba.read_bytes())
     assert_cli_ok(invoke_llm("mistral", "local", "add", str(mamba_copy), "--name", "my-mamba"))
+    pixtral_copy = user_dir / "mistral-community_pixtral-12b-Q4_K_M.gguf"
+    pixtral_copy.write_bytes(ggufs.dense.read_bytes())
+    assert_cli_ok(invoke_llm("mistral", "local", "add", str(pixtral_copy), "--name", "pix",
+                             "--mmproj", str(ggufs.mmproj)))
     assert_cli_ok(invoke_llm("mistral", "servers", "add", "big", "http://127.0.0.1:9/v1",
                              "--model", "mistralai/Mixtral-8x22B-Instruct-v0.1"))
     found = runs_here()
     assert found["mistral/open-codestral-mamba"] == ["mistral-local/my-mamba"]
     assert found["mistral/open-mixtral-8x22b"] == ["big"]
     assert found["mistral/open-mistral-7b"] == []
+    assert found["mistral/pixtral-12b"] == found["mistral/pixtral-12b-latest"] == ["mistral-local/pix"]
     line = next(line for line in assert_cli_ok(invoke_llm("mistral", "models")).splitlines()
                 if line.startswith("mistral/open-codestral-mamba"))
     assert line.rstrip().endswith("mistral-local/my-mamba")
+    # Prompting a retired model names what runs it here, as the table does, instead of a download.
+    for retired, runner in (("mistral/open-codestral-mamba", "mistral-local/my-mamba"),
+                            ("pixtral-12b", "mistral-local/pix"), ("mistral/open-mixtral-8x22b", "big")):
+        line = assert_cli_error(invoke_llm("-m", retired, "hi"), "retired", f"`llm -m {runner}`")
+        assert "local download" not in line

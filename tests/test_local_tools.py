@@ -14,7 +14,7 @@ pytest.importorskip("mistral_common")
 
 import llm  # noqa: E402
 from conftest import assert_cli_error, assert_cli_ok  # noqa: E402
-from gguf_factory import write_mistral_vocab_gguf  # noqa: E402
+from gguf_factory import write_mistral_vocab_gguf, write_tiny_gguf  # noqa: E402
 from inprocess import invoke_llm  # noqa: E402
 from local_kit import ggufs  # noqa: E402, F401 (fixture)
 from local_kit import add, last_log  # noqa: E402
@@ -23,9 +23,11 @@ from tokenizer_oracle import chat_ids  # noqa: E402
 
 from _llm_mistral_suite.errors import MistralSuiteError  # noqa: E402
 from _llm_mistral_suite.local.generate import ReplyReader  # noqa: E402
+from _llm_mistral_suite.local.gguf import read_gguf_info  # noqa: E402
 from _llm_mistral_suite.local.prompt import Dialect  # noqa: E402
 from _llm_mistral_suite.local.runtime import LOADED, load_local_llama  # noqa: E402
 from _llm_mistral_suite.local.tools import CallText, parse_calls, tool_grammar  # noqa: E402
+from _llm_mistral_suite.local.vocab import MISTRAL_MARKERS  # noqa: E402
 
 BASE = ("-o", "temperature", "0", "-o", "seed", "1", "-o", "n_threads", "1")
 OPTIONS = (*BASE, "-o", "max_tokens", "40")
@@ -150,6 +152,28 @@ def test_tool_errors(ggufs, tool_ggufs):
     assert_cli_error(invoke_llm("-m", "mistral-local/toolm", "-T", "llm_version", "hi", "-o", "tool_choice", "any",
                                 "-o", "max_tokens", "3", "-o", "n_threads", "1"),
                      "max_tokens (3) in the middle of a tool call")
+
+
+def test_local_list_says_tools_as_a_prompt_decides(ggufs, tool_ggufs, tmp_path):
+    """`llm mistral local list` once read "tools" from the template's text alone: a GGUF without a template whose
+    vocabulary has the tool tokens takes tools, and one whose template names them without the tokens does not."""
+    models = {
+        "toolm": tool_ggufs["v3"], "tekken": tool_ggufs["v13"], "plain": ggufs.dense, "v1": ggufs.v1,
+        "bare": write_mistral_vocab_gguf(tmp_path / "m7-no-template.gguf", "v3"),
+        "named": write_tiny_gguf(tmp_path / "tiny-m7-template.gguf", chat_template=MISTRAL_7B_V03, seed=4),
+    }
+    for name, path in models.items():
+        add(path, "--name", name)
+    rows = json.loads(assert_cli_ok(invoke_llm("mistral", "local", "list", "--json")))
+    listed = {row["name"]: row["tools"] for row in rows}
+    assert listed == {"toolm": True, "tekken": True, "bare": True, "plain": False, "v1": False, "named": False}
+    for name, path in models.items():  # what a prompt does with the loaded model
+        loaded = load_local_llama(str(path), n_threads=1)
+        assert read_gguf_info(path, MISTRAL_MARKERS).control_tokens == loaded.vocab.markers, name
+        assert listed[name] == bool(loaded.dialect and loaded.dialect.tools), name
+    text = assert_cli_ok(invoke_llm("mistral", "local", "list"))
+    bare = text[text.index("mistral-local/bare"):]
+    assert "tools" in bare.splitlines()[1]
 
 
 # --- reading the model's output ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import llm  # noqa: E402
 from conftest import assert_cli_error, assert_cli_ok  # noqa: E402
 from gguf_factory import write_tiny_pixtral_mmproj  # noqa: E402
 from inprocess import invoke_llm  # noqa: E402
-from local_kit import ggufs  # noqa: E402, F401 (fixture)
+from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
 from local_kit import GREEDY, add, last_log  # noqa: E402
 from media_files import png_bytes  # noqa: E402
 
@@ -48,6 +48,19 @@ def test_image_prompt_through_the_projector(ggufs, images):
     text_only = last_log()[0]
     assert with_image["input_tokens"] > text_only["input_tokens"] + 5  # the image's embeddings count as tokens
     assert not json.loads(with_image["token_details"] or "{}").get("cached_tokens")  # images are read again
+
+
+def test_image_prompt_is_quiet_unless_verbose(ggufs, images, cli):
+    """mtmd and its projector loader log through their own callbacks (clip_model_loader, "encoding image
+    slice", "image decoded"): C-level stderr, so only a real `llm` process shows whether they are silenced."""
+    red, _ = images
+    add(ggufs.dense, "--name", "vis", "--mmproj", str(ggufs.mmproj))
+    args = ("-m", "mistral-local/vis", "-a", str(red), "describe", *GREEDY, "-o", "max_tokens", "3")
+    quiet = cli(*args)
+    assert assert_cli_ok(quiet).strip() and quiet.stderr == ""
+    verbose = cli(*args, "-o", "verbose", "1")
+    assert assert_cli_ok(verbose) == quiet.stdout
+    assert "clip_model_loader" in verbose.stderr and "image decoded" in verbose.stderr
 
 
 def test_image_then_continue(ggufs, images):
@@ -86,7 +99,7 @@ def test_image_errors(ggufs, images, tmp_path):
     add(ggufs.dense, "--name", "mismatch", "--mmproj", str(narrow))
     line = assert_cli_error(invoke_llm("-m", "mistral-local/mismatch", "-a", str(red), "hi", "-o", "n_threads", "1"),
                             "could not load the image projector")
-    assert "made for this model" in line
+    assert "made for this model" in line and "n_embd" in line  # mtmd's own reason, through our log callback
     not_an_image = tmp_path / "fake.png"
     not_an_image.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     add(ggufs.dense, "--name", "vis", "--mmproj", str(ggufs.mmproj))

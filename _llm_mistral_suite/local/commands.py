@@ -15,6 +15,7 @@ from ..errors import MistralSuiteError
 from ..storage import plain_name
 from .download import DEFAULT_QUANT, LOCAL_DOWNLOADS, download_model
 from .gguf import GGUFError, check_gguf, human_size, read_gguf_info
+from .prompt import chat_dialect
 from .registry import (
     LOCAL_PREFIX,
     add_local_model,
@@ -23,6 +24,7 @@ from .registry import (
     local_models,
     update_local_registry,
 )
+from .vocab import MISTRAL_MARKERS, MarkerSet
 
 
 @click.group(name="local")
@@ -89,15 +91,15 @@ def _local_rows() -> list[dict[str, Any]]:
             "embedding": model.embedding, "source": model.source, "mmproj": model.mmproj,
         }
         try:
-            info = read_gguf_info(model.path)
+            info = read_gguf_info(model.path, control_names=MISTRAL_MARKERS)
         except (GGUFError, OSError) as exc:
             row["error"] = str(exc)
         else:
-            template = info.chat_template
+            # tools as a prompt decides them: from the template and the vocabulary's control tokens
+            dialect = None if model.embedding else chat_dialect(info.chat_template, MarkerSet(info.control_tokens))
             row.update(size=info.file_size, architecture=info.architecture, recurrent=info.recurrent,
                        context=info.context_length, experts=info.expert_count, experts_used=info.expert_used_count,
-                       embedding_length=info.embedding_length,
-                       tools="[AVAILABLE_TOOLS]" in template or "[TOOL_CALLS]" in template)
+                       embedding_length=info.embedding_length, tools=bool(dialect and dialect.tools))
         rows.append(row)
     return rows
 

@@ -109,8 +109,10 @@ def matching_downloads(name: str) -> list[str]:
     return [key for key, entry in LOCAL_DOWNLOADS.items() if re.search(entry.matches, name, re.IGNORECASE)]
 
 
-def local_runners() -> dict[str, list[str]]:
-    """Catalog model -> the registered local models that are a build of it (downloaded as it, or by file name)."""
+def route_runners() -> dict[str, list[str]]:
+    """Catalog model -> the local and server models registered here that run it: local ones downloaded as it or
+    named like it (their file), then servers whose model (or name) is. Reads our registries only: no network."""
+    from ..servers import load_servers
     from .registry import local_models, read_local_registry
 
     downloaded = {name: entry.get("download") for name, entry in read_local_registry().items()}
@@ -121,6 +123,10 @@ def local_runners() -> dict[str, list[str]]:
         key = downloaded.get(model.name)
         for match in [key] if key in LOCAL_DOWNLOADS else matching_downloads(Path(model.path).name):
             runners.setdefault(match, []).append(model.model_id)
+    for server in load_servers():
+        if not server.embedding:
+            for match in matching_downloads(server.model or server.name):
+                runners.setdefault(match, []).append(server.name)
     return runners
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from ..errors import MistralSuiteError
 
@@ -18,6 +18,8 @@ _GGML_BLOCKS = {
 }
 _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_VOCAB_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
+_SPECIAL_TOKEN_TYPES = (3, 4)  # llama_token_type CONTROL and USER_DEFINED: read as one token where they appear
 
 
 # Architectures whose llama.cpp memory is a recurrent state (or partly one) instead of a KV cache: it cannot be
@@ -35,12 +37,14 @@ class GGUFError(ValueError):
 class GGUFInfo:
     """What ``local list`` shows and the loader checks, read from a GGUF header."""
 
-    __slots__ = ("path", "version", "metadata", "tensor_count", "data_offset", "data_end", "file_size")
+    __slots__ = ("path", "version", "metadata", "tensor_count", "data_offset", "data_end", "file_size",
+                 "control_tokens")
 
     def __init__(self, path: Path, version: int, metadata: dict[str, Any], tensor_count: int,
-                 data_offset: int, data_end: int, file_size: int) -> None:
+                 data_offset: int, data_end: int, file_size: int, control_tokens: dict[str, int] | None = None) -> None:
         self.path, self.version, self.metadata, self.tensor_count = path, version, metadata, tensor_count
         self.data_offset, self.data_end, self.file_size = data_offset, data_end, file_size
+        self.control_tokens = control_tokens or {}  # the asked-for control token texts the vocabulary has -> ids
 
     def _arch(self, key: str) -> Any:
         return self.metadata.get(f"{self.architecture}.{key}")
@@ -79,11 +83,13 @@ class GGUFInfo:
         return int(value) if isinstance(value, int) else None
 
 
-def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
+def read_gguf_info(path: str | os.PathLike[str], control_names: Collection[str] = ()) -> GGUFInfo:
     """Read a GGUF file's header (key/values and tensor table) and check the file holds its tensors.
 
     Reads only the header pages (through mmap), so it is quick even for a 26 GB file. Large arrays
-    (the vocabulary) are skipped; arrays of up to 16 items are kept. Raises ``GGUFError``.
+    (the vocabulary) are skipped; arrays of up to 16 items are kept. ``control_names``: token texts to look
+    up in the vocabulary (``control_tokens``: those that are control or user-defined tokens, by id). Raises
+    ``GGUFError``.
     """
     import mmap
     import struct
@@ -161,9 +167,14 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
             if kv_count > 1_000_000 or tensor_count > 10_000_000:
                 raise GGUFError(f"{path} is a corrupt GGUF file: implausible header counts")
             metadata: dict[str, Any] = {}
+            vocab_arrays: dict[str, int] = {}  # where the vocabulary's arrays start, if control_names asks
             for _ in range(kv_count):
                 key = string()
-                metadata[key] = value(take("<I"))
+                kind = take("<I")
+                if control_names and kind == 9 and key in _VOCAB_ARRAYS:
+                    vocab_arrays[key] = pos
+                metadata[key] = value(kind)
+            control_tokens = _control_tokens(buf, vocab_arrays, control_names) if vocab_arrays else {}
             data_end = 0
             for _ in range(tensor_count):
                 name = string()
@@ -180,13 +191,41 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
             alignment = metadata.get("general.alignment")
             alignment = alignment if isinstance(alignment, int) and alignment > 0 else 32
             data_offset = -(-pos // alignment) * alignment
-    info = GGUFInfo(path, version, metadata, tensor_count, data_offset, data_offset + data_end, size)
+    info = GGUFInfo(path, version, metadata, tensor_count, data_offset, data_offset + data_end, size, control_tokens)
     if tensor_count and size < info.data_end:
         raise GGUFError(
             f"{path} is a truncated GGUF file: its tensors need {info.data_end:,} bytes but the file has "
             f"{size:,} (an interrupted download?)"
         )
     return info
+
+
+def _control_tokens(buf: Any, arrays: dict[str, int], names: Collection[str]) -> dict[str, int]:
+    """Which of ``names`` are control or user-defined tokens of the vocabulary whose token texts and types start
+    at ``arrays`` (already read whole by the header reader), and their ids: the first token of each text."""
+    import struct
+
+    if len(arrays) < len(_VOCAB_ARRAYS):
+        return {}
+    texts, types = (arrays[key] for key in _VOCAB_ARRAYS)
+    text_kind, count = struct.unpack_from("<IQ", buf, texts)
+    type_kind, type_count = struct.unpack_from("<IQ", buf, types)
+    if text_kind != 8 or type_kind not in (4, 5) or type_count != count:  # strings; uint32 or int32 types
+        return {}
+    wanted = {name.encode(): name for name in names}
+    longest = max(map(len, wanted))
+    found: dict[str, int] = {}
+    pos = texts + 12
+    for token in range(count):
+        (length,) = struct.unpack_from("<Q", buf, pos)
+        pos += 8
+        if length <= longest:
+            name = wanted.get(buf[pos:pos + length])
+            if name is not None and name not in found:
+                found[name] = token
+        pos += length
+    return {name: token for name, token in found.items()
+            if struct.unpack_from("<i", buf, types + 12 + 4 * token)[0] in _SPECIAL_TOKEN_TYPES}
 
 
 def human_size(size: float) -> str:

@@ -13,7 +13,7 @@ import json
 from typing import Any, Callable, NamedTuple
 
 from ..errors import MistralSuiteError
-from .vocab import PromptVocab
+from .vocab import MarkerSet, PromptVocab
 
 REPLAY_KEY = "mistral_local"  # provider_metadata key of a reply's sampled token ids
 _USER_PROBE = "\u27e6user-probe\u27e7"
@@ -76,7 +76,16 @@ class ImageSlot(NamedTuple):
     attachment: Any
 
 
-def read_dialect(template: str | None, vocab: PromptVocab, render: Callable[..., str] | None = None) -> Dialect:
+def chat_dialect(template: str | None, vocab: MarkerSet, render: Callable[..., str] | None = None) -> Dialect | None:
+    """How a GGUF with this template and vocabulary is prompted (the one decision, for a loaded model and for
+    `llm mistral local list`): ``read_dialect``'s format, or None for a vocabulary without ``[INST]`` control
+    tokens (v1 models, other families), which is fed its template's text and takes no tools."""
+    if not vocab.mistral_instruct:
+        return None
+    return read_dialect(template, vocab, render if template else None)
+
+
+def read_dialect(template: str | None, vocab: MarkerSet, render: Callable[..., str] | None = None) -> Dialect:
     """The instruct version a GGUF speaks, read from the control tokens its ``tokenizer.chat_template`` writes
     (and its vocabulary has): ``[ARGS]`` is v11 (with ``[CALL_ID]`` or ``[TOOL_CONTENT]``) or v13,
     ``[SYSTEM_PROMPT]`` v7, anything else v3. ``render`` (the template as a function of ``messages``) gives

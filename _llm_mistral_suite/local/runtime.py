@@ -1,4 +1,4 @@
-"""llama.cpp in this process: importing it, silencing its log, and keeping one loaded model per file (a warm KV cache)."""
+"""llama.cpp and mtmd in this process: importing them, silencing their log, one loaded model per file (a warm KV cache)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Optional
 from ..errors import MistralSuiteError
 from ..options import LOCAL_MAX_DEFAULT_CTX
 from .gguf import check_gguf
-from .prompt import Dialect, read_dialect
+from .prompt import Dialect, chat_dialect
 from .template import LocalChatFormatter
 from .vocab import PromptVocab
 
@@ -42,8 +42,23 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
+def import_mtmd() -> Any:
+    """``llama_cpp.mtmd_cpp`` (images), with mtmd's logging (its projector loader's and helpers') routed through
+    ``_local_log`` as llama.cpp's is: silent unless verbose, its error lines kept for ``last_llama_error``."""
+    import_llama_cpp()
+    import llama_cpp.mtmd_cpp as mtmd
+
+    if not _log_state.get("mtmd"):
+        import ctypes
+
+        mtmd.mtmd_log_set(_local_log_callback, ctypes.c_void_p(0))
+        mtmd.mtmd_helper_log_set(_local_log_callback, ctypes.c_void_p(0))
+        _log_state["mtmd"] = True
+    return mtmd
+
+
 def _local_log(level: int, text: bytes, user_data: Any) -> None:
-    """llama.cpp's log callback: silent unless ``-o verbose 1``; keeps the last error lines for messages."""
+    """llama.cpp's and mtmd's log callback: silent unless ``-o verbose 1``; keeps error lines for messages."""
     try:
         message = text.decode("utf-8", "replace")
         if _log_state["verbose"]:
@@ -51,8 +66,7 @@ def _local_log(level: int, text: bytes, user_data: Any) -> None:
             sys.stderr.flush()
         if level == 4:  # GGML_LOG_LEVEL_ERROR (ggml's enum: NONE, DEBUG, INFO, WARN, ERROR, CONT)
             errors = _log_state["errors"]
-            if len(errors) < 8:
-                errors.append(message.strip())
+            errors.extend(line.strip() for line in message.splitlines()[: max(0, 8 - len(errors))])  # one per line
     except Exception:  # an exception must never escape into C
         pass
 
@@ -158,9 +172,8 @@ def load_local_llama(path: str, *, embedding: bool = False, n_ctx: int | None = 
         loaded.formatter.show_prompt = bool(verbose)
         loaded.meter = EvalCounter(llama)
         loaded.vocab = PromptVocab(llama)
-        if loaded.vocab.mistral_instruct:
-            template = llama.metadata.get("tokenizer.chat_template")
-            loaded.dialect = read_dialect(template, loaded.vocab, loaded.formatter.render_raw if template else None)
+        loaded.dialect = chat_dialect(llama.metadata.get("tokenizer.chat_template"), loaded.vocab,
+                                      loaded.formatter.render_raw)
     if not _log_state.get("atexit"):
         import atexit
 

@@ -8,7 +8,14 @@ from typing import Any
 from ..errors import MistralSuiteError
 from .gguf import check_gguf
 from .prompt import ImageSlot
-from .runtime import LoadedLlama, clear_llama_errors, last_llama_error
+from .runtime import (
+    LoadedLlama,
+    clear_llama_errors,
+    default_gpu_layers,
+    import_llama_cpp,
+    import_mtmd,
+    last_llama_error,
+)
 
 
 class Projector:
@@ -29,10 +36,7 @@ def load_projector(loaded: LoadedLlama, path: str, model_id: str) -> Projector:
     """The model's projector, loaded on its first image and kept with the model."""
     if loaded.projector is not None and loaded.projector.path == path:
         return loaded.projector
-    import llama_cpp.mtmd_cpp as mtmd
-
-    from .runtime import default_gpu_layers, import_llama_cpp
-
+    mtmd = import_mtmd()
     llama_cpp = import_llama_cpp()
     info = check_gguf(path)
     if info.architecture != "clip":

@@ -15,7 +15,29 @@ MISTRAL_MARKERS = (
 _INFILL_SENTINELS = ("\u263a", "\n")
 
 
-class PromptVocab:
+class MarkerSet:
+    """Which of Mistral's control tokens (``MISTRAL_MARKERS``) a vocabulary has, by id: what ``read_dialect``
+    decides a model's format and tools on. ``PromptVocab`` finds them in a loaded model; a GGUF header gives
+    them without loading one (``read_gguf_info``'s ``control_tokens``, for `llm mistral local list`)."""
+
+    __slots__ = ("markers",)
+
+    def __init__(self, markers: dict[str, int]) -> None:
+        self.markers = markers
+
+    @property
+    def mistral_instruct(self) -> bool:
+        """Whether ``[INST]``/``[/INST]`` are control tokens: Mistral's v2 and later instruct formats."""
+        return "[INST]" in self.markers and "[/INST]" in self.markers
+
+    def has(self, *names: str) -> bool:
+        return all(name in self.markers for name in names)
+
+    def marker(self, name: str) -> int:
+        return self.markers[name]
+
+
+class PromptVocab(MarkerSet):
     """What building a prompt needs from a ``Llama``'s vocabulary.
 
     mistral-common encodes each text piece between control tokens on its own: SentencePiece (v3) adds its
@@ -24,7 +46,7 @@ class PromptVocab:
     every control token. ``text`` tokenizes one piece exactly as mistral-common does, whatever the setting.
     """
 
-    __slots__ = ("llama", "spm", "dummy_prefix", "bos", "eos", "markers", "fingerprint", "n_vocab")
+    __slots__ = ("llama", "spm", "dummy_prefix", "bos", "eos", "fingerprint", "n_vocab")
 
     def __init__(self, llama: Any) -> None:
         import llama_cpp
@@ -37,7 +59,7 @@ class PromptVocab:
         self.dummy_prefix = self.spm and llama.metadata.get("tokenizer.ggml.add_space_prefix", "true") == "true"
         self.bos, self.eos = llama.token_bos(), llama.token_eos()
         structural = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
-        self.markers: dict[str, int] = {}
+        super().__init__({})
         for name in MISTRAL_MARKERS:
             ids = llama.tokenize(name.encode(), add_bos=False, special=True)
             if len(ids) == 1 and llama_cpp.llama_vocab_get_attr(vocab, ids[0]) & structural:
@@ -48,17 +70,6 @@ class PromptVocab:
         for token in sample:
             digest.update(llama_cpp.llama_vocab_get_text(vocab, token) if 0 <= token < self.n_vocab else b"-")
         self.fingerprint = digest.hexdigest()[:16]
-
-    @property
-    def mistral_instruct(self) -> bool:
-        """Whether ``[INST]``/``[/INST]`` are control tokens: Mistral's v2 and later instruct formats."""
-        return "[INST]" in self.markers and "[/INST]" in self.markers
-
-    def has(self, *names: str) -> bool:
-        return all(name in self.markers for name in names)
-
-    def marker(self, name: str) -> int:
-        return self.markers[name]
 
     def text(self, text: str) -> list[int]:
         """``text`` as mistral-common's ``tokenizer.encode(text, bos=False, eos=False)`` gives it."""
