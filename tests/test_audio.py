@@ -20,7 +20,7 @@ from _llm_mistral_suite.audio import (
 from _llm_mistral_suite.errors import MistralSuiteError, StreamCutError
 from _llm_mistral_suite.media import Media, read_media
 from _llm_mistral_suite.settings import mistral_endpoint
-from conftest import SENTINEL_KEY
+from conftest import SENTINEL_KEY, json_escaped
 from fake_mistral import SSEReply, voice_card
 from media_files import audio_info, wav_bytes, write_samples
 
@@ -110,6 +110,23 @@ def test_an_error_event_mid_stream_is_an_error(api, samples):
     api.queue(SSEReply([("error", {"error": {"message": "audio too long"}})], done=False))
     with pytest.raises(MistralSuiteError, match="reported an error mid-stream: audio too long"):
         transcribe(read_media(str(samples["wav"])), TranscribeSettings(), stream=True)
+
+
+@pytest.mark.parametrize("event", [
+    '{"error": {"message": ' + json_escaped(f"Bad key {SENTINEL_KEY}") + "}}",
+    '{"type": "error", "message": ' + json_escaped(f"Bad key {SENTINEL_KEY}") + "}",
+    '{"detail": ' + json_escaped(f"{'x' * 170}Bad key {SENTINEL_KEY}"),  # not JSON: quoted, cut at 200
+])  # fmt: skip
+def test_a_key_json_escaped_in_a_stream_event_is_never_shown(api, samples, event):
+    """Redacting before decoding, as the audio streams did, misses a key echoed as \\u0073k-..."""
+    api.queue(SSEReply([event], done=False))
+    with pytest.raises(MistralSuiteError) as transcribing:
+        transcribe(read_media(str(samples["wav"])), TranscribeSettings(), stream=True)
+    api.queue(SSEReply([event], done=False))
+    with pytest.raises(MistralSuiteError) as speaking:
+        synthesize("Hi", SpeechSettings(), SENTINEL_KEY, io.BytesIO(), True)
+    for error in (transcribing.value, speaking.value):
+        assert "Bad key [key]" in str(error) and SENTINEL_KEY[:8] not in str(error)
 
 
 @pytest.mark.parametrize("case, needle", [
