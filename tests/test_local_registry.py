@@ -19,7 +19,7 @@ from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
 from local_kit import GREEDY, add, invoke  # noqa: E402
 
 import llm_mistral_suite as suite  # noqa: E402
-from _llm_mistral_suite.local.registry import LOCAL_REGISTRY_FILE
+from _llm_mistral_suite.local.registry import LOCAL_REGISTRY_FILE, read_local_registry  # noqa: E402
 
 
 # --- start-up ---------------------------------------------------------------------------------------
@@ -206,6 +206,16 @@ def test_delete_file_still_deletes_a_file_only_it_uses(ggufs, tmp_path):
     add(ggufs.dense, "--name", "kept")
     assert_cli_ok(invoke_llm("mistral", "local", "remove", "kept"))  # without --delete-file the file stays
     assert ggufs.dense.exists()
+
+
+def test_add_refuses_when_the_name_check_cannot_run(ggufs, monkeypatch):
+    def failing_plugin():
+        raise RuntimeError("another plugin broke")
+
+    monkeypatch.setattr(llm, "get_models_with_aliases", failing_plugin)
+    assert_cli_error(invoke_llm("mistral", "local", "add", str(ggufs.dense), "--alias", "mistral-small"),
+                     "Cannot check that no other model", "RuntimeError: another plugin broke")
+    assert read_local_registry() == {}
 
 
 def test_add_explains_paths_it_cannot_use(tmp_path):
