@@ -13,7 +13,7 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("gguf")
 
 import llm  # noqa: E402
-from conftest import assert_cli_error, assert_cli_ok  # noqa: E402
+from conftest import assert_cli_error, assert_cli_ok, run_llm_process  # noqa: E402
 from inprocess import invoke_llm  # noqa: E402
 from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
 from local_kit import GREEDY, add, invoke  # noqa: E402
@@ -216,6 +216,16 @@ def test_add_refuses_when_the_name_check_cannot_run(ggufs, monkeypatch):
     assert_cli_error(invoke_llm("mistral", "local", "add", str(ggufs.dense), "--alias", "mistral-small"),
                      "Cannot check that no other model", "RuntimeError: another plugin broke")
     assert read_local_registry() == {}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_add_refuses_a_named_pipe_instead_of_waiting_on_it(ggufs, tmp_path, llm_env):
+    """Opening a FIFO to read its header waited forever for a writer."""
+    pipe = tmp_path / "model.gguf"
+    os.mkfifo(pipe)
+    for args in ([str(pipe)], [str(ggufs.dense), "--mmproj", str(pipe)]):
+        result = run_llm_process("mistral", "local", "add", *args, env=llm_env, timeout=20)
+        assert_cli_error(result, f"{pipe} is not a regular file")
 
 
 def test_add_explains_paths_it_cannot_use(tmp_path):
