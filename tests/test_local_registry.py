@@ -228,6 +228,16 @@ def test_add_refuses_a_named_pipe_instead_of_waiting_on_it(ggufs, tmp_path, llm_
         assert_cli_error(result, f"{pipe} is not a regular file")
 
 
+def test_delete_file_keeps_a_projector_another_model_uses(ggufs, tmp_path):
+    """Another entry's mmproj used to count for nothing: the projector could be deleted through this one."""
+    projector = tmp_path / "mmproj-shared.gguf"
+    projector.write_bytes(ggufs.mmproj.read_bytes())
+    add(ggufs.dense, "--name", "vis", "--mmproj", str(projector))
+    add(projector, "--name", "proj")
+    assert "mistral-local/vis (as its projector) still uses it" in remove("proj")
+    assert projector.exists()
+
+
 def test_add_explains_paths_it_cannot_use(tmp_path):
     loop_a, loop_b = tmp_path / "a.gguf", tmp_path / "b.gguf"
     loop_a.symlink_to(loop_b)

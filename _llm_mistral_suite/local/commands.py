@@ -159,8 +159,11 @@ def local_remove_command(name: str, delete_file: bool) -> None:
             known = ", ".join(sorted(models)) or "none"
             raise MistralSuiteError(f"No local model named {name!r} (registered: {known}).")
         entry = models.pop(name)
-        others = {f"mistral-local/{other}": value.get("path") for other, value in models.items()
-                  if isinstance(value, dict)}
+        others: dict[str, Any] = {}  # who uses which file: other entries (models, projectors), llm-llama-cpp's
+        for other, value in models.items():
+            if isinstance(value, dict):
+                others[f"mistral-local/{other}"] = value.get("path")
+                others[f"mistral-local/{other} (as its projector)"] = value.get("mmproj")
         others |= {f"llm-llama-cpp's {other}": file for other, file in llama_cpp_entries().items()}
         return entry, reason_to_keep(str(entry.get("path")), others) if delete_file else None
 
