@@ -258,18 +258,19 @@ def servers_add(name: str, url: str, model: str | None, key_name: str | None, al
     given = {"url": url, "model": model, "key_name": key_name, "aliases": list(aliases) or None,
              "embedding": embedding}
 
-    def change(saved: dict) -> tuple[dict, dict]:
-        old = saved.get(name) if isinstance(saved.get(name), dict) and not replace else {}
+    def change(saved: dict) -> tuple[bool, dict, dict]:
+        existed = name in saved
+        old = saved[name] if existed and isinstance(saved[name], dict) and not replace else {}
         entry = {field: value if value is not None else old.get(field) for field, value in given.items()}
         entry["aliases"] = entry["aliases"] or []
         entry["embedding"] = bool(entry["embedding"])
         saved[name] = entry
-        return old, entry
+        return existed, old, entry
 
-    old, entry = update_json_object(servers_path(), change)
+    existed, old, entry = update_json_object(servers_path(), change)
     kind = "embeddings" if entry["embedding"] else "chat"
-    if not old:
-        click.echo(f"Added {name} ({kind}) at {shown_url(url)}")
+    if not existed or replace:
+        click.echo(f"{'Replaced' if existed else 'Added'} {name} ({kind}) at {shown_url(url)}")
         return
     kept = [f"{label} {shown}" for field, label, shown in (
         ("model", "model", entry["model"]), ("key_name", "key name", entry["key_name"]),

@@ -493,7 +493,7 @@ def test_adding_a_server_again_keeps_what_is_not_given(llamafile, cli, run_llm):
         assert "aliases" not in said.split("kept")[1]  # what is given replaces, the rest is kept
         assert_cli_error(cli("-m", "bigm", "hi"), "Unknown model")
         said = assert_cli_ok(cli("mistral", "servers", "add", "vllm", moved.base_url, "--replace", "--embedding"))
-        assert said == f"Added vllm (embeddings) at {moved.base_url}\n"
+        assert said == f"Replaced vllm (embeddings) at {moved.base_url}\n"  # it used to say "Added"
         rows = json.loads(assert_cli_ok(cli("mistral", "servers", "list", "--json")))
         [row] = [r for r in rows if r["name"] == "vllm"]
         assert row == {"name": "vllm", "url": moved.base_url, "model": None, "key_name": None, "aliases": [],
