@@ -176,6 +176,11 @@ def test_download_errors(hub):
     assert_cli_error(download(hub, "mistral-7b"), "404")
 
 
+def test_a_bad_alias_is_refused_before_downloading(hub):
+    assert_cli_error(download(hub, "mistral-7b", "--alias", ""), "'' is not a usable name")
+    assert hub.requests == [] and read_local_registry() == {}
+
+
 def test_every_retired_models_local_route_is_downloadable():
     routes = {entry.local_route for entry in BUILTIN_CATALOG if entry.local_route}
     assert routes and routes <= set(LOCAL_DOWNLOADS) and "codestral-mamba" in routes

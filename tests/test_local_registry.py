@@ -19,7 +19,8 @@ from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
 from local_kit import GREEDY, add, invoke  # noqa: E402
 
 import llm_mistral_suite as suite  # noqa: E402
-from _llm_mistral_suite.local.registry import LOCAL_REGISTRY_FILE, read_local_registry  # noqa: E402
+from _llm_mistral_suite.errors import MistralSuiteError  # noqa: E402
+from _llm_mistral_suite.local.registry import LOCAL_REGISTRY_FILE, add_local_model, read_local_registry  # noqa: E402
 
 
 # --- start-up ---------------------------------------------------------------------------------------
@@ -236,6 +237,36 @@ def test_delete_file_keeps_a_projector_another_model_uses(ggufs, tmp_path):
     add(projector, "--name", "proj")
     assert "mistral-local/vis (as its projector) still uses it" in remove("proj")
     assert projector.exists()
+
+
+@pytest.mark.parametrize("alias", ["", "a/b", "x y", "../x"])
+def test_an_alias_must_be_usable_as_a_name_is(ggufs, alias):
+    """`--alias ''` used to be added, then skipped by every `llm` command with a warning."""
+    line = assert_cli_error(invoke_llm("mistral", "local", "add", str(ggufs.dense), "--name", "tiny", "--alias", alias),
+                            "is not a usable name")
+    assert repr(alias) in line and read_local_registry() == {}
+
+
+def test_an_alias_given_twice_is_kept_once(ggufs):
+    add(ggufs.dense, "--name", "tiny", "--alias", "t", "--alias", "t")
+    assert read_local_registry()["tiny"]["aliases"] == ["t"]
+
+
+def test_names_are_checked_under_the_lock_so_two_adds_cannot_claim_one_alias(ggufs, user_dir, monkeypatch):
+    """The check used to run before the lock was taken: an add that held the lock meanwhile went unseen."""
+    from _llm_mistral_suite import storage
+
+    read = storage._read_for_update
+
+    def after_another_add(path, replace_damaged):  # the other `llm` wrote while this one waited for the lock
+        if path.name == LOCAL_REGISTRY_FILE and not path.exists():
+            path.write_text(json.dumps({"models": {"other": {"path": str(ggufs.moe), "aliases": ["shared"]}}}))
+        return read(path, replace_damaged)
+
+    monkeypatch.setattr(storage, "_read_for_update", after_another_add)
+    with pytest.raises(MistralSuiteError, match="Alias 'shared' already names mistral-local/other"):
+        add_local_model("mine", ggufs.dense, ["shared"])
+    assert list(read_local_registry()) == ["other"]
 
 
 def test_add_explains_paths_it_cannot_use(tmp_path):

@@ -18,6 +18,7 @@ from .gguf import GGUFError, check_gguf, human_size, read_gguf_info
 from .registry import (
     LOCAL_PREFIX,
     add_local_model,
+    checked_names,
     llama_cpp_entries,
     llama_cpp_models_path,
     local_models,
@@ -230,8 +231,9 @@ def local_download_command(model: str | None, name: str | None, aliases: tuple[s
     if entry is None:
         raise MistralSuiteError(f"Unknown model {model!r}. Downloadable: {', '.join(LOCAL_DOWNLOADS)}.")
     key = next(k for k, candidate in LOCAL_DOWNLOADS.items() if candidate is entry)
-    paths, mmproj = download_model(key, quant.upper())
     name = name or key
+    checked_names(name, aliases)  # before the download, not after it
+    paths, mmproj = download_model(key, quant.upper())
     extra: dict[str, Any] = {"download": key, "quant": quant.upper()}
     if mmproj:
         extra["mmproj"] = str(mmproj)
