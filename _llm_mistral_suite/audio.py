@@ -8,11 +8,20 @@ import contextlib
 import json
 from typing import Any, AsyncIterator, BinaryIO, Iterator, NamedTuple, Optional
 
-from .errors import MistralSuiteError, StreamCutError, redact, service_message
+from .errors import MistralSuiteError, StreamCutError
 from .media import Media, ResultCache, describe_type, rejected_input
 from .progress import Progress
 from .settings import Endpoint, mistral_endpoint
-from .transport import Payload, astream_events, decode_json, request, request_json, stream_events
+from .transport import (
+    Payload,
+    astream_events,
+    decode_json,
+    is_error_event,
+    request,
+    request_json,
+    stream_error,
+    stream_events,
+)
 
 DEFAULT_TRANSCRIPTION_MODEL = "voxtral-mini-latest"
 DEFAULT_SPEECH_MODEL = "voxtral-mini-tts-latest"
@@ -131,10 +140,9 @@ def stream_event(endpoint: Endpoint, name: str, data: str, key: str | None) -> d
     except ValueError:
         event = None
     if not isinstance(event, dict):
-        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream event: {redact(data, key)[:200]!r}")
-    if event_kind(name, event) == "error" or "error" in event:
-        message = service_message(redact(data, key).encode())
-        raise MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {message}")
+        raise stream_error(endpoint, data, key, reported=False, what="stream event")
+    if event_kind(name, event) == "error" or is_error_event(event):
+        raise stream_error(endpoint, data, key, reported=True)
     return event
 
 

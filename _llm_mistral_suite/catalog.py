@@ -10,6 +10,7 @@ from typing import Any, Callable, NamedTuple
 
 import llm
 
+from .errors import MistralSuiteError
 from .storage import (
     OPTIONAL_COUNT,
     OPTIONAL_FLAG,
@@ -260,7 +261,8 @@ def find_entry(name: str) -> CatalogEntry | None:
 def names_in_use(ignore: Callable[[Any], bool] = lambda model: False) -> dict[str, str]:
     """Every model id and alias llm knows now (chat and embedding models, every plugin's, and ``llm aliases``),
     mapped to the model id it names, leaving out the models ``ignore`` says are the one being added again: a new
-    model or alias must not take one over. Empty if another plugin fails to register."""
+    model or alias must not take one over. An error, naming the cause, if llm cannot list them (another plugin
+    failing to register): a check that cannot run must not let any name through."""
     taken: dict[str, str] = {}
     try:
         for getter in (llm.get_models_with_aliases, llm.get_embedding_models_with_aliases):
@@ -269,6 +271,10 @@ def names_in_use(ignore: Callable[[Any], bool] = lambda model: False) -> dict[st
                 if model is not None and not ignore(model):
                     for name in (model.model_id, *item.aliases):
                         taken[name] = model.model_id
-    except Exception:  # noqa: BLE001 - another plugin failing to register must not block ours
-        return {}
+    except Exception as exc:  # noqa: BLE001 - whatever another plugin raises
+        raise MistralSuiteError(
+            f"Cannot check that no other model already has this name or alias: listing llm's models failed "
+            f"({type(exc).__name__}: {exc}). Fix or uninstall the plugin that fails (`llm plugins` lists them), "
+            "then try again."
+        ) from None
     return taken

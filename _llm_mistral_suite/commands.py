@@ -235,31 +235,28 @@ def servers_add(name: str, url: str, model: str | None, key_name: str | None, al
         raise click.BadParameter(str(exc), param_hint="URL") from None
     if name == LLAMAFILE.name or name in LLAMAFILE.aliases:
         raise click.BadParameter(f"{name} is built in; set LLM_LLAMAFILE_BASE_URL to move it", param_hint="NAME")
-    if not plain_name(name):
-        raise click.BadParameter(f"{name!r} is not a plain name: use letters, digits, '.', '_' and '-' "
-                                 "(such as vllm-box)", param_hint="NAME")
-    taken = names_in_use(ignore=lambda model: getattr(getattr(model, "server", None), "name", None) == name)
+    aliases = tuple(dict.fromkeys(aliases))  # each once
     for wanted, what in [(name, "NAME"), *((alias, "--alias") for alias in aliases)]:
-        owner = taken.get(wanted)
-        if owner is not None:
-            named = "a model's id" if owner == wanted else f"an alias of {owner}"
-            raise click.BadParameter(f"{wanted!r} is already {named}, and prompts for it must not go to another "
-                                     "server: choose another", param_hint=what)
+        if not plain_name(wanted):
+            raise click.BadParameter(f"{wanted!r} is not a plain name: use letters, digits, '.', '_' and '-' "
+                                     "(such as vllm-box)", param_hint=what)
     given = {"url": url, "model": model, "key_name": key_name, "aliases": list(aliases) or None,
              "embedding": embedding}
 
-    def change(saved: dict) -> tuple[dict, dict]:
-        old = saved.get(name) if isinstance(saved.get(name), dict) and not replace else {}
+    def change(saved: dict) -> tuple[bool, dict, dict]:
+        refuse_names_in_use(name, aliases)  # under the file's lock: two adds cannot both claim one alias
+        existed = name in saved
+        old = saved[name] if existed and isinstance(saved[name], dict) and not replace else {}
         entry = {field: value if value is not None else old.get(field) for field, value in given.items()}
         entry["aliases"] = entry["aliases"] or []
         entry["embedding"] = bool(entry["embedding"])
         saved[name] = entry
-        return old, entry
+        return existed, old, entry
 
-    old, entry = update_json_object(servers_path(), change)
+    existed, old, entry = update_json_object(servers_path(), change)
     kind = "embeddings" if entry["embedding"] else "chat"
-    if not old:
-        click.echo(f"Added {name} ({kind}) at {shown_url(url)}")
+    if not existed or replace:
+        click.echo(f"{'Replaced' if existed else 'Added'} {name} ({kind}) at {shown_url(url)}")
         return
     kept = [f"{label} {shown}" for field, label, shown in (
         ("model", "model", entry["model"]), ("key_name", "key name", entry["key_name"]),
@@ -267,6 +264,17 @@ def servers_add(name: str, url: str, model: str | None, key_name: str | None, al
     ) if given[field] is None and old.get(field)]
     click.echo(f"Updated {name} ({kind}) at {shown_url(url)}"
                + (f"; kept its {'; '.join(kept)} (--replace forgets them)" if kept else ""))
+
+
+def refuse_names_in_use(name: str, aliases: tuple[str, ...]) -> None:
+    """Refuse a server ``name`` or alias that already names another model (prompts for it must not be rerouted)."""
+    taken = names_in_use(ignore=lambda model: getattr(getattr(model, "server", None), "name", None) == name)
+    for wanted, what in [(name, "NAME"), *((alias, "--alias") for alias in aliases)]:
+        owner = taken.get(wanted)
+        if owner is not None:
+            named = "a model's id" if owner == wanted else f"an alias of {owner}"
+            raise click.BadParameter(f"{wanted!r} is already {named}, and prompts for it must not go to another "
+                                     "server: choose another", param_hint=what)
 
 
 @servers_group.command(name="list")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import click
@@ -31,6 +32,26 @@ def redact(text: str, key: str | None) -> str:
     return text.replace(key, "[key]") if key else text
 
 
+def _json_unescaped(text: str) -> str:
+    """``text`` with the JSON escapes that can spell a key (``\\u0073``, ``\\/``, ``\\"``, ``\\\\``) decoded, in JSON
+    or in a broken fragment of it; an escaped lone surrogate stays as it is (it cannot be printed)."""
+
+    def decoded(match: re.Match[str]) -> str:
+        if match[2]:
+            return match[2]
+        char = chr(int(match[1], 16))
+        return match[0] if "\ud800" <= char <= "\udfff" else char
+
+    return re.sub(r'\\(?:u([0-9a-fA-F]{4})|(["\\/]))', decoded, text)
+
+
+def shown_text(text: str, key: str | None, limit: int) -> str:
+    """Text a service sent, as an error may quote it: its JSON escapes decoded (a key echoed as ``\\u0073k-...``
+    is the key again once decoded), then ``key`` redacted, then cut to ``limit`` characters (half a key is still
+    a secret)."""
+    return redact(_json_unescaped(redact(text, key)), key)[:limit]
+
+
 def key_preview(key: str) -> str:
     """How a key may be shown to its owner: at most its first 4 characters."""
     return repr(key[:4] + "...") if len(key) > 4 else "(too short to show)"
@@ -43,7 +64,7 @@ def service_message(body: bytes, key: str | None = None) -> str:
     try:
         data: Any = json.loads(body)
     except ValueError:
-        return redact(body.decode("utf-8", "replace").strip(), key)[:500]
+        return shown_text(body.decode("utf-8", "replace").strip(), key, 500)
     for _ in range(3):  # {"message": {"detail": [...]}}, {"error": {"message": ...}}, ...
         if isinstance(data, dict):
             data = data.get("message") or data.get("detail") or data.get("error") or data.get("msg") or ""
@@ -60,7 +81,7 @@ def service_message(body: bytes, key: str | None = None) -> str:
             else str(item)
             for item in data
         ), key)
-    return redact(str(data), key)[:500]
+    return shown_text(str(data), key, 500)
 
 
 def not_utf8(text: str) -> str:

@@ -163,14 +163,23 @@ class ResultCache:
         return cached or None
 
     def put(self, key: Optional[str], result: dict[str, Any]) -> None:
-        """Store ``result``; a cache that cannot be written is skipped, never fatal."""
+        """Store ``result``; a cache that cannot be written costs one ``Warning:`` line, never the result (it was
+        paid for: the caller still returns it)."""
         if key is None:
             return
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.directory / f"{key}.json", result)
-        except OSError:
-            pass
+            directory = self.directory
+            directory.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(directory / f"{key}.json", result)
+        except MistralSuiteError as error:  # such as a directory where the entry goes
+            problem = error.message
+        except OSError as error:  # llm's user directory or the cache's folder cannot be made
+            problem = f"Cannot create {error.filename or 'the cache folder'}: {error.strerror or error}."
+        else:
+            return
+        import click
+
+        click.echo(f"Warning: {problem} The result was not cached.", err=True)
 
 
 def rejected_input(media: Media, service: str, error: MistralSuiteError, hint: str = "") -> MistralSuiteError:

@@ -68,19 +68,15 @@ def hf_base_url() -> str:
 
 
 def shown_url(url: str) -> str:
-    """``url`` as it may be printed: a password in it (``http://user:pass@host``) is masked."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
+    """``url`` as it may be printed: a password in it (``http://user:pass@host``) is masked, even in a URL that does
+    not parse (a hand-edited servers file, a mistyped LLM_MISTRAL_BASE_URL), by urlsplit's own rule: the host part
+    runs from ``//`` to the first ``/``, ``?`` or ``#``, and its credentials end at its last ``@``."""
+    scheme, separator, rest = url.partition("//")
+    end = min((index for index in map(rest.find, "/?#") if index >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not separator or not at or ":" not in userinfo:
         return url
-    if not password:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return f"{scheme}//{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
 
 
 class Endpoint(NamedTuple):

@@ -11,7 +11,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, BinaryIO, Iterator, NamedTuple, Optional
 
-from .errors import MistralSuiteError, not_utf8, redact, service_message
+from .errors import MistralSuiteError, not_utf8, service_message, shown_text
 from .retry import Attempts, Pace, RetryLater, stream_cut_error
 from .settings import Endpoint, connect_timeout, timeout_seconds
 
@@ -66,7 +66,21 @@ def decode_json(endpoint: Endpoint, raw: bytes | str, key: str | None = None) ->
         return json.loads(raw)
     except ValueError:
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        raise MistralSuiteError(f"{endpoint.label} sent something that is not JSON: {redact(text, key)[:200]!r}") from None
+        raise MistralSuiteError(f"{endpoint.label} sent something that is not JSON: {shown_text(text, key, 200)!r}") from None
+
+
+def is_error_event(event: Any) -> bool:
+    """Whether an SSE payload, decoded, is the service reporting an error."""
+    return isinstance(event, dict) and (event.get("object") == "error" or "error" in event)
+
+
+def stream_error(endpoint: Endpoint, data: str, key: str | None, reported: bool,
+                 what: str = "stream chunk") -> MistralSuiteError:
+    """The error for an SSE payload a stream should not carry: in the service's words when it ``reported`` an
+    error, else the payload quoted; either way decoded before ``key`` is redacted."""
+    if reported:
+        return MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {service_message(data.encode(), key)}")
+    return MistralSuiteError(f"{endpoint.label} sent a malformed {what}: {shown_text(data, key, 200)!r}")
 
 
 def decode_event(endpoint: Endpoint, data: str, key: str | None = None) -> dict[str, Any]:
@@ -74,11 +88,9 @@ def decode_event(endpoint: Endpoint, data: str, key: str | None = None) -> dict[
     try:
         chunk = json.loads(data)
     except ValueError:
-        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {redact(data, key)[:200]!r}") from None
+        chunk = None
     if chunk.__class__ is not dict or "choices" not in chunk:
-        if isinstance(chunk, dict) and (chunk.get("object") == "error" or "error" in chunk):
-            raise MistralSuiteError(f"{endpoint.label} reported an error mid-stream: {service_message(data.encode(), key)}")
-        raise MistralSuiteError(f"{endpoint.label} sent a malformed stream chunk: {redact(data, key)[:200]!r}")
+        raise stream_error(endpoint, data, key, is_error_event(chunk))
     return chunk
 
 

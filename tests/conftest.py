@@ -62,6 +62,11 @@ REQUEST_SCHEMAS = {
 }
 
 
+def json_escaped(text: str) -> str:
+    """``text`` as a JSON string whose every character is a \\u escape (how some services echo input)."""
+    return '"' + "".join(f"\\u{ord(char):04x}" for char in text) + '"'
+
+
 def isolated_env(user_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: os.environ) without keys and plugin settings, with ``user_dir`` as llm's
     user dir and the test settings (quick retries, a short timeout)."""

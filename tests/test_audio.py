@@ -26,7 +26,7 @@ from _llm_mistral_suite.errors import MistralSuiteError, StreamCutError
 from _llm_mistral_suite.media import Media, read_media
 from _llm_mistral_suite.settings import mistral_endpoint
 from api_mock import API, SSE_HEADERS, CutBody, sent_form, sse
-from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, validate_request
+from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok, json_escaped, validate_request
 from fake_mistral import SSEReply, Upload, voice_card
 from inprocess import invoke_llm
 from media_files import audio_info, wav_bytes, write_samples
@@ -123,6 +123,23 @@ def test_an_error_event_mid_stream_is_an_error(api, samples):
     api.queue(SSEReply([("error", {"error": {"message": "audio too long"}})], done=False))
     with pytest.raises(MistralSuiteError, match="reported an error mid-stream: audio too long"):
         transcribe(read_media(str(samples["wav"])), TranscribeSettings(), stream=True)
+
+
+@pytest.mark.parametrize("event", [
+    '{"error": {"message": ' + json_escaped(f"Bad key {SENTINEL_KEY}") + "}}",
+    '{"type": "error", "message": ' + json_escaped(f"Bad key {SENTINEL_KEY}") + "}",
+    '{"detail": ' + json_escaped(f"{'x' * 170}Bad key {SENTINEL_KEY}"),  # not JSON: quoted, cut at 200
+])  # fmt: skip
+def test_a_key_json_escaped_in_a_stream_event_is_never_shown(api, samples, event):
+    """Redacting before decoding, as the audio streams did, misses a key echoed as \\u0073k-..."""
+    api.queue(SSEReply([event], done=False))
+    with pytest.raises(MistralSuiteError) as transcribing:
+        transcribe(read_media(str(samples["wav"])), TranscribeSettings(), stream=True)
+    api.queue(SSEReply([event], done=False))
+    with pytest.raises(MistralSuiteError) as speaking:
+        synthesize("Hi", SpeechSettings(), SENTINEL_KEY, io.BytesIO(), True)
+    for error in (transcribing.value, speaking.value):
+        assert "Bad key [key]" in str(error) and SENTINEL_KEY[:8] not in str(error)
 
 
 @pytest.mark.parametrize("case, needle", [

@@ -17,7 +17,7 @@ from api_mock import (
     registered_models,
 )
 from click.testing import CliRunner
-from conftest import SENTINEL_KEY, assert_cli_ok
+from conftest import SENTINEL_KEY, assert_cli_error, assert_cli_ok
 from fake_mistral import DEFAULT_MODELS, chat_completion, model_card
 from inprocess import invoke_llm
 
@@ -331,3 +331,17 @@ def test_mistral_models_lists_only_ids_that_work():
     table = assert_cli_ok(invoke_llm("mistral", "models"))
     assert "mistral/codestral-fim" in table
     assert re.search(r"^mistral/codestral-embed-1536 +codestral-embed ", table, re.MULTILINE)
+
+
+def test_names_in_use_refuses_when_llm_cannot_list_its_models(monkeypatch):
+    """It used to return {} (another plugin failing to register), so `servers add` took any name or alias."""
+
+    def failing_plugin():
+        raise RuntimeError("another plugin broke")
+
+    monkeypatch.setattr(llm, "get_models_with_aliases", failing_plugin)
+    with pytest.raises(MistralSuiteError, match=r"listing llm's models failed \(RuntimeError: another plugin broke\)"):
+        catalog.names_in_use()
+    result = invoke_llm("mistral", "servers", "add", "box", "http://127.0.0.1:9/v1", "--alias", "mistral-small")
+    assert_cli_error(result, "Cannot check that no other model already has this name", "another plugin broke")
+    assert not (llm.user_dir() / "mistral-suite-servers.json").exists()

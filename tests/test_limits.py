@@ -60,6 +60,62 @@ def test_more_audio_than_a_request_takes_is_refused(tmp_path):
         limits.check_attachments([llm.Attachment(content=short, type="audio/wav")] * 21, limits.MISTRAL_ATTACHMENT_LIMITS)
 
 
+MP3_128K = b"\xff\xfb\x90\x64"  # an MPEG-1 Layer III frame header: 128 kb/s, 44.1 kHz, joint stereo
+MP3_32K = b"\xff\xfb\x10\x64"  # the same at 32 kb/s
+
+
+def id3_tag(size: int) -> bytes:
+    """An ID3v2.4 tag with ``size`` bytes of frames (album art, say): its size in four 7-bit bytes."""
+    return b"ID3\x04\x00\x00" + bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0)) + bytes(size)
+
+
+def xing_frame(frames: int) -> bytes:
+    """A first MPEG-1 stereo frame carrying a Xing header (what LAME writes into VBR files) with a frame count."""
+    return MP3_32K + bytes(32) + b"Xing" + (1).to_bytes(4, "big") + frames.to_bytes(4, "big")
+
+
+def flac_head(seconds: float, rate: int = 44100) -> bytes:
+    packed = rate << 44 | 1 << 41 | 15 << 36 | int(seconds * rate)  # stereo, 16 bits, total samples
+    return b"fLaC" + bytes([0x80, 0, 0, 34]) + bytes(10) + packed.to_bytes(8, "big") + bytes(16)
+
+
+def check_one(path: str, mime: str | None = None) -> None:
+    limits.check_attachments([llm.Attachment(path=path, type=mime)], limits.MISTRAL_ATTACHMENT_LIMITS)
+
+
+@pytest.mark.parametrize("name, head, size, mime, needle", [
+    ("cbr.mp3", MP3_128K, 50 * limits.MB, None, "holds 55 minutes"),  # 50 MB at 128 kb/s: it used to go out whole
+    ("tagged.mp3", id3_tag(300_000) + MP3_128K, 25 * limits.MB, None, "holds 27 minutes"),
+    ("vbr.mp3", xing_frame(int(25 * 60 * 44100 / 1152)), 30 * limits.MB, None, "holds 25 minutes"),
+    ("long.flac", flac_head(25 * 60), 100 * limits.MB, None, "holds 25 minutes"),
+    ("talk.ogg", b"OggS", 80 * limits.MB, "audio/ogg", "holds at least 22 minutes"),  # no length up front: by size
+    ("talk.m4a", b"\x00\x00\x00\x20ftypM4A ", 80 * limits.MB, "audio/mp4", "holds at least 22 minutes"),
+], ids=["cbr-mp3", "tagged-mp3", "vbr-mp3", "flac", "ogg", "m4a"])  # fmt: skip
+def test_compressed_audio_over_the_limit_is_refused_from_its_header(tmp_path, name, head, size, mime, needle):
+    with pytest.raises(MistralSuiteError, match=f"{needle} of audio; Mistral's API takes about 20 minutes") as info:
+        check_one(sparse_file(tmp_path / name, size, head), mime)
+    assert "Split the recording" in str(info.value) and "llm mistral transcribe" in str(info.value)
+
+
+@pytest.mark.parametrize("name, head, size", [
+    ("cbr.mp3", MP3_128K, 15 * limits.MB),  # 16 minutes
+    ("tagged.mp3", id3_tag(5 * limits.MB) + MP3_128K, 22 * limits.MB),  # the tag is no audio: 19, not 24 minutes
+    ("vbr.mp3", xing_frame(int(10 * 60 * 44100 / 1152)), 30 * limits.MB),  # 10 minutes, whatever 32 kb/s says
+    ("short.flac", flac_head(10 * 60), 100 * limits.MB),
+    ("talk.ogg", b"OggS", 60 * limits.MB),  # could be 16 minutes at 512 kb/s: not clearly too long
+], ids=["cbr-mp3", "tagged-mp3", "vbr-mp3", "flac", "ogg"])  # fmt: skip
+def test_compressed_audio_within_the_limit_is_let_through(tmp_path, name, head, size):
+    check_one(sparse_file(tmp_path / name, size, head), "audio/ogg" if name.endswith(".ogg") else None)
+
+
+def test_a_50_mb_mp3_through_the_cli_is_refused_before_sending(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("LLM_MISTRAL_BASE_URL", fake.base_url)
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    big = sparse_file(tmp_path / "meeting.mp3", 50 * limits.MB, id3_tag(1000) + MP3_128K)
+    assert_cli_error(invoke_llm("-m", "voxtral-small", "summarise", "-a", big), "55 minutes of audio", "20 minutes")
+    assert fake.requests == []
+
+
 def test_a_missing_attachment_file_is_a_clear_error(tmp_path):
     with pytest.raises(MistralSuiteError, match="Cannot read attachment .*gone.png"):
         limits.check_attachments([llm.Attachment(path=str(tmp_path / "gone.png"), type="image/png")],

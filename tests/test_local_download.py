@@ -10,6 +10,7 @@ import socketserver
 import subprocess
 import threading
 
+import httpx
 import pytest
 
 pytest.importorskip("llama_cpp")
@@ -41,6 +42,7 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         hub = self.hub
         hub.requests.append((self.path, self.headers.get("Range")))
+        hub.authorizations.append(self.headers.get("Authorization"))
         if "/resolve/main/" in self.path:
             name = self.path.rsplit("/", 1)[1]
             if name not in hub.files:
@@ -83,7 +85,7 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
 
 class FakeHub:
     def __init__(self, files: dict[str, bytes]):
-        self.files, self.requests = files, []
+        self.files, self.requests, self.authorizations = files, [], []
         self.etag: str | None = None
         self.cut_after: int | None = None
         handler = type("Handler", (_HubHandler,), {"hub": self})
@@ -174,6 +176,11 @@ def test_download_errors(hub):
     assert_cli_error(download(hub, "mistral-7b"), "404")
 
 
+def test_a_bad_alias_is_refused_before_downloading(hub):
+    assert_cli_error(download(hub, "mistral-7b", "--alias", ""), "'' is not a usable name")
+    assert hub.requests == [] and read_local_registry() == {}
+
+
 def test_every_retired_models_local_route_is_downloadable():
     routes = {entry.local_route for entry in BUILTIN_CATALOG if entry.local_route}
     assert routes and routes <= set(LOCAL_DOWNLOADS) and "codestral-mamba" in routes
@@ -205,6 +212,32 @@ def test_download_file_checks_a_pinned_sha256(hub, user_dir, ggufs):
         download_file(url, dest, size=len(data) + 1)
     download_file(url, dest, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
     assert dest.read_bytes() == data
+
+
+HF_SECRET = "hf_SECRET-token-42"
+
+
+def test_hf_token_is_cleaned_and_a_broken_one_refused_without_showing_it(hub, user_dir, monkeypatch):
+    """A pasted token's newline used to make httpx refuse the header, quoting it whole in the error."""
+    url = f"{hub.url}/r/resolve/main/{MISTRAL_7B_FILE}"
+    monkeypatch.setenv("HF_TOKEN", f" {HF_SECRET}\t\n")
+    download_file(url, user_dir / "a.gguf")
+    assert hub.authorizations == [f"Bearer {HF_SECRET}"] * 2  # the redirect, then the file
+    monkeypatch.setenv("HF_TOKEN", "hf_SECRET token")
+    with pytest.raises(MistralSuiteError, match="HF_TOKEN cannot be sent: it has a space at position 10") as info:
+        download_file(url, user_dir / "b.gguf")
+    assert "SECRET" not in str(info.value) and len(hub.authorizations) == 2
+
+
+def test_no_download_error_shows_the_hf_token(mock, user_dir, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", HF_SECRET)
+    url = f"https://huggingface.co/r/resolve/main/{MISTRAL_7B_FILE}"
+    mock.add_exception(httpx.LocalProtocolError(f"Illegal header value b'Bearer {HF_SECRET}'"))
+    mock.add_response(url=url, status_code=401, json={"error": f"Invalid token {HF_SECRET}"})
+    for needle in ("interrupted", "HTTP 401"):
+        with pytest.raises(MistralSuiteError, match=needle) as info:
+            download_file(url, user_dir / "x.gguf")
+        assert HF_SECRET not in str(info.value) and "[key]" in str(info.value)
 
 
 # --- today's models: the catalog, quantisations, projectors ---------------------------------------------------

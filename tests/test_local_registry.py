@@ -13,13 +13,14 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("gguf")
 
 import llm  # noqa: E402
-from conftest import assert_cli_error, assert_cli_ok  # noqa: E402
+from conftest import assert_cli_error, assert_cli_ok, run_llm_process  # noqa: E402
 from inprocess import invoke_llm  # noqa: E402
 from local_kit import cli, ggufs  # noqa: E402, F401 (fixtures)
 from local_kit import GREEDY, add, invoke  # noqa: E402
 
 import llm_mistral_suite as suite  # noqa: E402
-from _llm_mistral_suite.local.registry import LOCAL_REGISTRY_FILE
+from _llm_mistral_suite.errors import MistralSuiteError  # noqa: E402
+from _llm_mistral_suite.local.registry import LOCAL_REGISTRY_FILE, add_local_model, read_local_registry  # noqa: E402
 
 
 # --- start-up ---------------------------------------------------------------------------------------
@@ -206,6 +207,66 @@ def test_delete_file_still_deletes_a_file_only_it_uses(ggufs, tmp_path):
     add(ggufs.dense, "--name", "kept")
     assert_cli_ok(invoke_llm("mistral", "local", "remove", "kept"))  # without --delete-file the file stays
     assert ggufs.dense.exists()
+
+
+def test_add_refuses_when_the_name_check_cannot_run(ggufs, monkeypatch):
+    def failing_plugin():
+        raise RuntimeError("another plugin broke")
+
+    monkeypatch.setattr(llm, "get_models_with_aliases", failing_plugin)
+    assert_cli_error(invoke_llm("mistral", "local", "add", str(ggufs.dense), "--alias", "mistral-small"),
+                     "Cannot check that no other model", "RuntimeError: another plugin broke")
+    assert read_local_registry() == {}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_add_refuses_a_named_pipe_instead_of_waiting_on_it(ggufs, tmp_path, llm_env):
+    """Opening a FIFO to read its header waited forever for a writer."""
+    pipe = tmp_path / "model.gguf"
+    os.mkfifo(pipe)
+    for args in ([str(pipe)], [str(ggufs.dense), "--mmproj", str(pipe)]):
+        result = run_llm_process("mistral", "local", "add", *args, env=llm_env, timeout=20)
+        assert_cli_error(result, f"{pipe} is not a regular file")
+
+
+def test_delete_file_keeps_a_projector_another_model_uses(ggufs, tmp_path):
+    """Another entry's mmproj used to count for nothing: the projector could be deleted through this one."""
+    projector = tmp_path / "mmproj-shared.gguf"
+    projector.write_bytes(ggufs.mmproj.read_bytes())
+    add(ggufs.dense, "--name", "vis", "--mmproj", str(projector))
+    add(projector, "--name", "proj")
+    assert "mistral-local/vis (as its projector) still uses it" in remove("proj")
+    assert projector.exists()
+
+
+@pytest.mark.parametrize("alias", ["", "a/b", "x y", "../x"])
+def test_an_alias_must_be_usable_as_a_name_is(ggufs, alias):
+    """`--alias ''` used to be added, then skipped by every `llm` command with a warning."""
+    line = assert_cli_error(invoke_llm("mistral", "local", "add", str(ggufs.dense), "--name", "tiny", "--alias", alias),
+                            "is not a usable name")
+    assert repr(alias) in line and read_local_registry() == {}
+
+
+def test_an_alias_given_twice_is_kept_once(ggufs):
+    add(ggufs.dense, "--name", "tiny", "--alias", "t", "--alias", "t")
+    assert read_local_registry()["tiny"]["aliases"] == ["t"]
+
+
+def test_names_are_checked_under_the_lock_so_two_adds_cannot_claim_one_alias(ggufs, user_dir, monkeypatch):
+    """The check used to run before the lock was taken: an add that held the lock meanwhile went unseen."""
+    from _llm_mistral_suite import storage
+
+    read = storage._read_for_update
+
+    def after_another_add(path, replace_damaged):  # the other `llm` wrote while this one waited for the lock
+        if path.name == LOCAL_REGISTRY_FILE and not path.exists():
+            path.write_text(json.dumps({"models": {"other": {"path": str(ggufs.moe), "aliases": ["shared"]}}}))
+        return read(path, replace_damaged)
+
+    monkeypatch.setattr(storage, "_read_for_update", after_another_add)
+    with pytest.raises(MistralSuiteError, match="Alias 'shared' already names mistral-local/other"):
+        add_local_model("mine", ggufs.dense, ["shared"])
+    assert list(read_local_registry()) == ["other"]
 
 
 def test_add_explains_paths_it_cannot_use(tmp_path):

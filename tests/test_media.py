@@ -113,10 +113,20 @@ def test_the_cache_keys_on_content_and_settings_never_on_a_url(tmp_path):
     cache.put(None, {"pages": []})  # nothing to key on: nothing stored
 
 
-def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch):
+def test_an_unwritable_cache_is_skipped_with_a_warning(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "file"))
     (tmp_path / "file").write_text("not a directory")
     ResultCache("ocr").put("k", {"pages": []})
+    assert capsys.readouterr().err.startswith("Warning: Cannot create ")
+
+
+def test_a_cache_entry_that_cannot_be_written_costs_a_warning_not_the_result(capsys):
+    """write_json_atomic raises MistralSuiteError, not OSError: it used to escape after the paid request."""
+    cache = ResultCache("ocr")
+    (cache.directory / "k.json").mkdir(parents=True)
+    cache.put("k", {"pages": []})
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("Warning: Cannot write ") and line.endswith("it is a directory. The result was not cached.")
 
 
 def test_rejected_input_names_the_file_only_for_the_inputs_own_faults():

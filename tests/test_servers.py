@@ -394,7 +394,7 @@ def test_embedding_server(llamafile, cli, run_llm):
 
 @pytest.mark.parametrize("name, alias, needle", [
     ("evil", "mistral-small", "'mistral-small' is already an alias of mistral/mistral-small-latest"),
-    ("evil", "mistral/mistral-large-latest", "is already a model's id"),
+    ("evil", "mistral/mistral-large-latest", "not a plain name"),  # an alias is checked as a name is
     ("mistral-small", None, "is already an alias of mistral/mistral-small-latest"),
     ("gpt-4o", None, "'gpt-4o' is already a model's id"),  # llm's own OpenAI models
     ("4o", None, "an alias of gpt-4o"),
@@ -420,6 +420,37 @@ def test_an_alias_of_another_server_is_refused_but_a_server_keeps_its_own(llamaf
     result = cli("mistral", "servers", "add", "two", llamafile.base_url, "--alias", "shared")
     assert result.returncode == 2 and "'shared' is already an alias of one" in result.stderr
     assert_cli_ok(cli("mistral", "servers", "add", "one", llamafile.base_url, "--alias", "shared"))  # re-adding
+
+
+@pytest.mark.parametrize("alias", ["", "a/b", "x y", "..", "../x"])
+def test_an_alias_must_be_a_plain_name_as_a_name_must(cli, alias):
+    """`--alias ''` used to be added ("Added"), then skipped by every `llm` command with a warning."""
+    result = cli("mistral", "servers", "add", "box", "http://127.0.0.1:9/v1", "--alias", "ok", "--alias", alias)
+    assert result.returncode == 2 and f"{alias!r} is not a plain name" in result.stderr, result.stderr
+    assert "--alias" in result.stderr and "box" not in assert_cli_ok(cli("mistral", "servers", "list"))
+
+
+def test_an_alias_given_twice_is_kept_once(cli):
+    assert_cli_ok(cli("mistral", "servers", "add", "box", "http://127.0.0.1:9/v1", "--alias", "b", "--alias", "b"))
+    rows = json.loads(assert_cli_ok(cli("mistral", "servers", "list", "--json")))
+    assert [row["aliases"] for row in rows if row["name"] == "box"] == [["b"]]
+
+
+def test_names_are_checked_under_the_lock_so_two_adds_cannot_claim_one_alias(cli, user_dir, monkeypatch):
+    """The check used to run before the lock was taken: an add that held the lock meanwhile went unseen."""
+    from _llm_mistral_suite import storage
+
+    read = storage._read_for_update
+
+    def after_another_add(path, replace_damaged):  # the other `llm` wrote while this one waited for the lock
+        if path.name == "mistral-suite-servers.json" and not path.exists():
+            path.write_text(json.dumps({"other": {"url": "http://127.0.0.1:9/v1", "aliases": ["shared"]}}))
+        return read(path, replace_damaged)
+
+    monkeypatch.setattr(storage, "_read_for_update", after_another_add)
+    result = cli("mistral", "servers", "add", "mine", "http://127.0.0.1:9/v1", "--alias", "shared")
+    assert result.returncode == 2 and "'shared' is already an alias of other" in result.stderr, result.stderr
+    assert list(json.loads((user_dir / "mistral-suite-servers.json").read_text())) == ["other"]
 
 
 @pytest.mark.parametrize("url, needle", [
@@ -485,7 +516,7 @@ def test_adding_a_server_again_keeps_what_is_not_given(llamafile, cli, run_llm):
         assert "aliases" not in said.split("kept")[1]  # what is given replaces, the rest is kept
         assert_cli_error(cli("-m", "bigm", "hi"), "Unknown model")
         said = assert_cli_ok(cli("mistral", "servers", "add", "vllm", moved.base_url, "--replace", "--embedding"))
-        assert said == f"Added vllm (embeddings) at {moved.base_url}\n"
+        assert said == f"Replaced vllm (embeddings) at {moved.base_url}\n"  # it used to say "Added"
         rows = json.loads(assert_cli_ok(cli("mistral", "servers", "list", "--json")))
         [row] = [r for r in rows if r["name"] == "vllm"]
         assert row == {"name": "vllm", "url": moved.base_url, "model": None, "key_name": None, "aliases": [],

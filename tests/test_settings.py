@@ -1,7 +1,10 @@
 """API keys as settings.py and servers.py read them: whitespace a paste leaves is dropped, a key a header cannot
-carry is refused before anything is sent, showing at most its first 4 characters (issue 10, item 1)."""
+carry is refused before anything is sent, showing at most its first 4 characters (issue 10, item 1); and URLs as
+they are printed, a password masked (item 6)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -139,3 +142,31 @@ def test_a_key_assigned_to_the_model_is_used_as_llm_does(api, monkeypatch):
     chat.key = "bad key"
     with pytest.raises(MistralSuiteError, match="model.key.*a space"):
         chat.prompt("hi").text()
+
+
+# --- URLs as they are printed ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://alice:s3cret@127.0.0.1:8080/v1", "http://alice:***@127.0.0.1:8080/v1"),
+    ("http://u:s3cret@[::1/v1", "http://u:***@[::1/v1"),  # urlsplit raises on it: it used to be shown whole
+    ("http://u:s3cret@127.0.0.1:99999/v1", "http://u:***@127.0.0.1:99999/v1"),
+    ("http://a:s3cret@b@host/v1?x=1", "http://a:***@host/v1?x=1"),  # the credentials end at the last @
+    ("http://alice@host/v1", "http://alice@host/v1"),
+    ("http://host/v1@x:y", "http://host/v1@x:y"),  # an @ in the path is no credentials
+])  # fmt: skip
+def test_shown_url_masks_a_password_even_in_a_url_that_does_not_parse(url, shown):
+    assert settings.shown_url(url) == shown
+
+
+def test_a_password_in_an_unparsable_url_is_never_printed(monkeypatch, user_dir):
+    """In LLM_MISTRAL_BASE_URL and in a hand-edited servers file: neither `servers list` nor an error shows it."""
+    monkeypatch.setenv("LLM_MISTRAL_KEY", SENTINEL_KEY)
+    monkeypatch.setenv("LLM_MISTRAL_BASE_URL", "http://u:s3cret@[::1/v1")
+    (user_dir / "mistral-suite-servers.json").write_text(json.dumps({"box": {"url": "http://u:s3cret@[::1/v1"}}))
+    listing = assert_cli_ok(invoke_llm("mistral", "servers", "list"))
+    failed = [invoke_llm("-m", model, "hi") for model in ("mistral-small", "box")]
+    for result in failed:
+        assert_cli_error(result, "could not be sent", "http://u:***@[::1/v1")
+    assert "box: http://u:***@[::1/v1, chat" in listing
+    assert "s3cret" not in listing + "".join(result.stderr for result in failed)

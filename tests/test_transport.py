@@ -17,7 +17,7 @@ from api_mock import (
     chunk,
     sse,
 )
-from conftest import SENTINEL_KEY, assert_cli_error
+from conftest import SENTINEL_KEY, assert_cli_error, json_escaped
 from fake_mistral import RawReply, chat_completion, chat_stream_events
 
 from _llm_mistral_suite.errors import MistralSuiteError
@@ -226,14 +226,9 @@ def test_key_never_in_error_even_in_part(mock, key, stream, echo):
 # --- issue 10: the key stays hidden however it is echoed; local errors, read timeouts, redirects ---------------
 
 
-def escaped(text: str) -> str:
-    """``text`` as a JSON string whose every character is a \\u escape (how some services echo input)."""
-    return '"' + "".join(f"\\u{ord(char):04x}" for char in text) + '"'
-
-
 @pytest.mark.parametrize("prefix", ["", "x" * 480])  # the second straddles the 500-character cut
 def test_an_sse_error_event_with_the_key_json_escaped_never_shows_it(mock, key, prefix):
-    event = '{"object": "error", "message": ' + escaped(f"{prefix}Bad key {SENTINEL_KEY}") + "}"
+    event = '{"object": "error", "message": ' + json_escaped(f"{prefix}Bad key {SENTINEL_KEY}") + "}"
     mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(chunk({"content": "a"}), event))
     with pytest.raises(MistralSuiteError, match="mid-stream") as info:
         llm.get_model("mistral-large").prompt("hi").text()
@@ -242,10 +237,24 @@ def test_an_sse_error_event_with_the_key_json_escaped_never_shows_it(mock, key, 
         assert "Bad key [key]" in str(info.value)
 
 
+@pytest.mark.parametrize("data", [
+    '{"detail": ' + json_escaped(f"Bad key {SENTINEL_KEY}") + "}",  # no "choices": a malformed chunk, quoted
+    '{"detail": ' + json_escaped(f"{'x' * 170}Bad key {SENTINEL_KEY}") + "}",  # the key across the 200 cut
+    '{"detail": ' + json_escaped(f"Bad key {SENTINEL_KEY}"),  # not even JSON
+])  # fmt: skip
+def test_a_malformed_chunk_with_the_key_json_escaped_never_shows_it(mock, key, data):
+    mock.add_response(url=CHAT_URL, headers=SSE_HEADERS, content=sse(chunk({"content": "a"}), data))
+    with pytest.raises(MistralSuiteError, match="malformed stream chunk") as info:
+        llm.get_model("mistral-large").prompt("hi").text()
+    message = str(info.value)
+    assert "Bad key [key]" in message  # decoded, then redacted: neither the key nor its escapes are shown
+    assert SENTINEL_KEY[:8] not in message and json_escaped(SENTINEL_KEY[:2])[1:-1] not in message
+
+
 @pytest.mark.parametrize("status", [401, 422])
 @pytest.mark.parametrize("prefix", ["", "y" * 470, "y" * 490])
 def test_an_error_body_with_the_key_json_escaped_never_shows_it(mock, key, status, prefix):
-    body = '{"message": ' + escaped(f"{prefix}Invalid API key {SENTINEL_KEY}") + "}"
+    body = '{"message": ' + json_escaped(f"{prefix}Invalid API key {SENTINEL_KEY}") + "}"
     mock.add_response(url=CHAT_URL, status_code=status, content=body.encode())
     with pytest.raises(MistralSuiteError) as info:
         llm.get_model("mistral-large").prompt("hi").text()

@@ -19,6 +19,7 @@ from .prompt import chat_dialect
 from .registry import (
     LOCAL_PREFIX,
     add_local_model,
+    checked_names,
     llama_cpp_entries,
     llama_cpp_models_path,
     local_models,
@@ -161,8 +162,11 @@ def local_remove_command(name: str, delete_file: bool) -> None:
             known = ", ".join(sorted(models)) or "none"
             raise MistralSuiteError(f"No local model named {name!r} (registered: {known}).")
         entry = models.pop(name)
-        others = {f"mistral-local/{other}": value.get("path") for other, value in models.items()
-                  if isinstance(value, dict)}
+        others: dict[str, Any] = {}  # who uses which file: other entries (models, projectors), llm-llama-cpp's
+        for other, value in models.items():
+            if isinstance(value, dict):
+                others[f"mistral-local/{other}"] = value.get("path")
+                others[f"mistral-local/{other} (as its projector)"] = value.get("mmproj")
         others |= {f"llm-llama-cpp's {other}": file for other, file in llama_cpp_entries().items()}
         return entry, reason_to_keep(str(entry.get("path")), others) if delete_file else None
 
@@ -229,8 +233,9 @@ def local_download_command(model: str | None, name: str | None, aliases: tuple[s
     if entry is None:
         raise MistralSuiteError(f"Unknown model {model!r}. Downloadable: {', '.join(LOCAL_DOWNLOADS)}.")
     key = next(k for k, candidate in LOCAL_DOWNLOADS.items() if candidate is entry)
-    paths, mmproj = download_model(key, quant.upper())
     name = name or key
+    checked_names(name, aliases)  # before the download, not after it
+    paths, mmproj = download_model(key, quant.upper())
     extra: dict[str, Any] = {"download": key, "quant": quant.upper()}
     if mmproj:
         extra["mmproj"] = str(mmproj)

@@ -11,8 +11,8 @@ from typing import Any, Iterable, NamedTuple
 
 import click
 
-from ..errors import MistralSuiteError, service_message
-from ..settings import HF_BASE_URL_ENV, hf_base_url
+from ..errors import MistralSuiteError, redact, service_message
+from ..settings import HF_BASE_URL_ENV, hf_base_url, usable_key
 from ..transport import sync_client
 from .gguf import GGUFError, human_size, read_gguf_info
 from .registry import local_models_dir
@@ -150,8 +150,9 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, size: int 
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
-    token = os.environ.get("HF_TOKEN")
-    if token and not os.environ.get(HF_BASE_URL_ENV):
+    token = None if os.environ.get(HF_BASE_URL_ENV) else usable_key(
+        os.environ.get("HF_TOKEN"), "HF_TOKEN", "Set HF_TOKEN again (or unset it: these downloads are public).")
+    if token:
         headers["Authorization"] = f"Bearer {token}"
     label = label or dest.name
     hasher = hashlib.sha256()
@@ -176,7 +177,7 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, size: int 
                 total = int(length) if length and length.isdigit() else None
             else:
                 response.read()
-                detail = service_message(response.content)
+                detail = service_message(response.content, token)
                 raise MistralSuiteError(f"Download of {url} failed: HTTP {status}" + (f" ({detail})" if detail else ""))
             if have:
                 with open(part, "rb") as existing:
@@ -194,8 +195,9 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, size: int 
                         bar.update(len(block))
     except httpx.HTTPError as exc:
         got = part.stat().st_size if part.exists() else 0
+        reason = redact(str(exc), token) or type(exc).__name__  # httpx quotes a header it refuses
         raise MistralSuiteError(
-            f"Download of {url} was interrupted after {human_size(got)} ({exc or type(exc).__name__}). "
+            f"Download of {url} was interrupted after {human_size(got)} ({reason}). "
             "Run the same command again to resume."
         ) from None
     got = part.stat().st_size

@@ -101,6 +101,8 @@ def read_gguf_info(path: str | os.PathLike[str], control_names: Collection[str] 
         raise GGUFError(f"No such file: {path}")
     if path.is_dir():
         raise GGUFError(f"{path} is a directory, not a GGUF file")
+    if not path.is_file():  # a named pipe (FIFO) or a device: opening one can wait forever
+        raise GGUFError(f"{path} is not a regular file (a named pipe or a device?), so not a GGUF file")
     size = path.stat().st_size
     with open(path, "rb") as handle:
         magic = handle.read(4)

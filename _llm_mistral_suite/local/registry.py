@@ -129,29 +129,24 @@ def local_models_dir() -> Path:
     return llm.user_dir() / "mistral-local"
 
 
+def checked_names(name: str, aliases: Iterable[str]) -> list[str]:
+    """``aliases`` without repeats, once ``name`` and each of them is found usable as a model name."""
+    aliases = list(dict.fromkeys(aliases))
+    for wanted in (name, *aliases):
+        if not plain_name(wanted, 200):
+            raise MistralSuiteError(f"{wanted!r} is not a usable name: use letters, digits, '.', '_' and '-'.")
+    return aliases
+
+
 def add_local_model(name: str, path: Path, aliases: Iterable[str], *, embedding: bool = False,
                     extra: dict[str, Any] | None = None, strict_aliases: bool = True) -> list[str]:
     """Register ``path`` as ``mistral-local/<name>``; returns the aliases it got. Aliases that already
-    name another model are an error (``strict_aliases``) or left out."""
-    if not plain_name(name, 200):
-        raise MistralSuiteError(f"{name!r} is not a usable name: use letters, digits, '.', '_' and '-'.")
+    name another model are an error (``strict_aliases``) or left out; that is checked under the registry's
+    lock, so two adds at once cannot both claim one alias."""
+    aliases = checked_names(name, aliases)
     model_id = LOCAL_PREFIX + name
-    taken = names_in_use(ignore=lambda model: model.model_id == model_id)
-    granted: list[str] = []
-    for alias in dict.fromkeys(aliases):
-        owner = taken.get(alias)
-        if owner is not None:
-            if strict_aliases:
-                raise MistralSuiteError(f"Alias {alias!r} already names {owner}; choose another alias.")
-            click.echo(f"Note: alias {alias!r} already names {owner}; not using it.", err=True)
-            continue
-        granted.append(alias)
-    entry: dict[str, Any] = {"path": str(path), "aliases": granted}
-    if embedding:
-        entry["embedding"] = True
-    entry.update(extra or {})
 
-    def register(models: dict[str, Any]) -> None:
+    def register(models: dict[str, Any]) -> list[str]:
         existing = models.get(name)
         taken_path = existing.get("path") if isinstance(existing, dict) else None
         if isinstance(taken_path, str) and not _same_file(taken_path, path):
@@ -159,10 +154,23 @@ def add_local_model(name: str, path: Path, aliases: Iterable[str], *, embedding:
                 f"mistral-local/{name} is already registered ({taken_path}). "
                 f"Choose another --name or run `llm mistral local remove {name}` first."
             )
-        models[name] = entry
+        taken = names_in_use(ignore=lambda model: model.model_id == model_id)
+        granted: list[str] = []
+        for alias in aliases:
+            owner = taken.get(alias)
+            if owner is None:
+                granted.append(alias)
+            elif strict_aliases:
+                raise MistralSuiteError(f"Alias {alias!r} already names {owner}; choose another alias.")
+            else:
+                click.echo(f"Note: alias {alias!r} already names {owner}; not using it.", err=True)
+        entry: dict[str, Any] = {"path": str(path), "aliases": granted}
+        if embedding:
+            entry["embedding"] = True
+        models[name] = entry | (extra or {})
+        return granted
 
-    update_local_registry(register)
-    return granted
+    return update_local_registry(register)
 
 
 def _same_file(one: str, other: str | Path) -> bool:
