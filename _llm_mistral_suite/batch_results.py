@@ -15,6 +15,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Optional
 import llm
 
 from .batch import BatchResult, download_file, read_results, requests_path
+from .embeddings import decode_base64_vectors
 from .errors import MistralSuiteError
 from .logs_writer import LoggedTurn, LogsWriter
 from .wire import ReplyDecoder
@@ -314,6 +315,8 @@ class EmbeddingResults(JobResults):
             return [], "the answer holds no embeddings"
         if len(vectors) != count:
             return [], f"the answer holds {len(vectors)} embeddings for {count} inputs"
+        if any(vector.__class__ is not list for vector in vectors):  # asked as base64 float32
+            vectors = decode_base64_vectors(vectors, self.model.dimensions) or vectors  # else said below
         expected = self.model.dimensions or (len(vectors[0]) if vectors else 0)
         if any(not isinstance(vector, list) or len(vector) != expected for vector in vectors):
             return [], f"the answer holds vectors that are not {expected}-dimension ones ({self.model.model_id})"

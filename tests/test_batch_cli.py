@@ -391,7 +391,7 @@ def test_embeddings_stored_as_embed_multi_stores_them(fake, cli, tmp_path, user_
     job_id = assert_cli_ok(result).splitlines()[0]
     assert "Submitted 3 items in 1 requests to mistral-embed" in result.stderr
     assert uploaded_lines(fake) == [{"custom_id": "1", "body": {"model": "mistral-embed", "input": [
-        "Cats Cats purr and sleep", "Dogs Dogs bark at night", "Birds Birds fly south"]}}]
+        "Cats Cats purr and sleep", "Dogs Dogs bark at night", "Birds Birds fly south"], "encoding_format": "base64"}}]
     out = assert_cli_ok(cli("mistral", "batch", "results", job_id))
     assert out == f"Stored 3 vectors of batch job {job_id} in {user_dir / 'embeddings.db'}.\n"
     assert_cli_ok(cli("embed-multi", "reference", str(docs), "-m", "mistral-embed", "--store"))
@@ -419,7 +419,7 @@ def test_embedding_files_metadata_and_a_database_path(fake, cli, tmp_path):
     job_id = assert_cli_ok(cli("mistral", "batch", "embed", "notes", "--files", str(tmp_path / "notes"), "*.md",
                                "-m", "codestral-embed", "-d", str(database), "--prefix", "n/", "--wait")).splitlines()[0]
     assert uploaded_lines(fake)[0]["body"] == {"model": "codestral-embed", "input": ["first note", "second note"],
-                                               "output_dimension": 1536}
+                                               "output_dimension": 1536, "encoding_format": "base64"}
     assert_cli_ok(cli("mistral", "batch", "results", job_id))
     rows = embedding_rows(database)
     assert [(row[1], row[3], len(row[2])) for row in rows] == [("n/one.md", None, 1536 * 4), ("n/two.md", None, 1536 * 4)]

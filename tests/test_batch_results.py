@@ -103,6 +103,22 @@ def test_vectors_are_checked_before_they_are_stored(user_dir):
     assert results.vectors({"object": "list"}, 1)[1] == "the answer holds no embeddings"
 
 
+def test_vectors_come_as_base64_float32_or_as_json_floats(user_dir):
+    """Lines ask for base64 since this release; jobs submitted before asked for floats: both are read."""
+    import base64
+    import struct
+
+    results = EmbeddingResults(JOB, {"model": "mistral/mistral-embed", "collection": "c"}, None)
+    packed = base64.b64encode(struct.pack("<1024f", *([0.25] * 1024))).decode()
+    assert results.vectors({"data": [{"embedding": packed}, {"embedding": [0.5] * 1024}]}, 2) == (
+        [[0.25] * 1024, [0.5] * 1024], None)
+    short = base64.b64encode(struct.pack("<12f", *([0.25] * 12))).decode()
+    assert results.vectors({"data": [{"embedding": short}]}, 1)[1] == (
+        "the answer holds vectors that are not 1024-dimension ones (mistral/mistral-embed)")
+    assert results.vectors({"data": [{"embedding": "not base64!"}]}, 1)[1] == (
+        "the answer holds vectors that are not 1024-dimension ones (mistral/mistral-embed)")
+
+
 def test_results_need_a_model_llm_still_knows():
     with pytest.raises(MistralSuiteError, match="submitted for mistral/gone, which llm no longer knows"):
         ChatResults(JOB, {"model": "mistral/gone"}, None)
