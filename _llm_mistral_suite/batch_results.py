@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import datetime
 import hashlib
@@ -15,7 +16,6 @@ from typing import IO, Any, Callable, Iterable, Iterator, Optional
 import llm
 
 from .batch import BatchResult, download_file, read_results, requests_path
-from .embeddings import decode_base64_vectors
 from .errors import MistralSuiteError
 from .logs_writer import LoggedTurn, LogsWriter
 from .wire import ReplyDecoder
@@ -283,7 +283,7 @@ class EmbeddingResults(JobResults):
             items = (request or {}).get("items") or []
             error = result.error or (None if request else f"{result.where}: custom_id {result.custom_id!r} is not "
                                                            "one of this job's requests")
-            vectors: list[list[float]] = []
+            vectors: list[Any] = []  # each the stored bytes, or a list of floats
             if error is None:
                 vectors, error = self.vectors(result.body or {}, len(items))
             if error is not None:
@@ -293,11 +293,12 @@ class EmbeddingResults(JobResults):
                     emit({"custom_id": result.custom_id, "ids": [item[0] for item in items], "error": error})
                 continue
             for (item_id, content_hash, content, metadata), vector in zip(items, vectors):
+                blob = vector if vector.__class__ is bytes else llm.encode(vector)
                 if emit:
-                    emit({"id": item_id, "embedding": vector})
+                    emit({"id": item_id, "embedding": list(llm.decode(blob))})
                 rows.append({
                     "collection_id": self.collection.id if self.collection else None, "id": item_id,
-                    "embedding": llm.encode(vector), "content": content, "content_blob": None,
+                    "embedding": blob, "content": content, "content_blob": None,
                     "content_hash": bytes.fromhex(content_hash), "metadata": json.dumps(metadata) if metadata else None,
                     "updated": int(time.time()),
                 })
@@ -306,8 +307,9 @@ class EmbeddingResults(JobResults):
                 rows = []
         self._write(rows, summary)
 
-    def vectors(self, body: dict[str, Any], count: int) -> tuple[list[list[float]], Optional[str]]:
-        """The vectors of one answer in input order, or what is wrong with them."""
+    def vectors(self, body: dict[str, Any], count: int) -> tuple[list[Any], Optional[str]]:
+        """The vectors of one answer in input order, each as the bytes to store (from base64) or a list of floats,
+        or what is wrong with them."""
         try:
             data = sorted(enumerate(body["data"]), key=lambda pair: pair[1].get("index", pair[0]))
             vectors = [row["embedding"] for _, row in data]
@@ -315,12 +317,20 @@ class EmbeddingResults(JobResults):
             return [], "the answer holds no embeddings"
         if len(vectors) != count:
             return [], f"the answer holds {len(vectors)} embeddings for {count} inputs"
-        if any(vector.__class__ is not list for vector in vectors):  # asked as base64 float32
-            vectors = decode_base64_vectors(vectors, self.model.dimensions) or vectors  # else said below
-        expected = self.model.dimensions or (len(vectors[0]) if vectors else 0)
-        if any(not isinstance(vector, list) or len(vector) != expected for vector in vectors):
+        blobs: list[Any] = []
+        for vector in vectors:  # base64 float32 (what lines ask for) or, from jobs of earlier versions, floats
+            if vector.__class__ is str:
+                try:
+                    vector = binascii.a2b_base64(vector)  # little-endian float32: the bytes llm.encode makes
+                except (binascii.Error, ValueError):
+                    pass
+            blobs.append(vector)
+        sizes = [len(v) // 4 if v.__class__ is bytes and len(v) % 4 == 0 else len(v) if isinstance(v, list) else 0
+                 for v in blobs]
+        expected = self.model.dimensions or (sizes[0] if sizes else 0)
+        if any(not size or size != expected for size in sizes):
             return [], f"the answer holds vectors that are not {expected}-dimension ones ({self.model.model_id})"
-        return vectors, None
+        return blobs, None
 
     def _write(self, rows: list[dict[str, Any]], summary: Summary) -> None:
         if self.db is None or not rows:

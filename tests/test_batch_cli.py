@@ -392,6 +392,9 @@ def test_embeddings_stored_as_embed_multi_stores_them(fake, cli, tmp_path, user_
     assert "Submitted 3 items in 1 requests to mistral-embed" in result.stderr
     assert uploaded_lines(fake) == [{"custom_id": "1", "body": {"model": "mistral-embed", "input": [
         "Cats Cats purr and sleep", "Dogs Dogs bark at night", "Birds Birds fly south"], "encoding_format": "base64"}}]
+    printed = assert_cli_ok(cli("mistral", "batch", "results", job_id, "--json", "-n")).splitlines()
+    live = json.loads(assert_cli_ok(cli("embed", "-m", "mistral-embed", "-c", "Cats Cats purr and sleep")))
+    assert json.loads(printed[0]) == {"id": "a", "embedding": live} and len(printed) == 3
     out = assert_cli_ok(cli("mistral", "batch", "results", job_id))
     assert out == f"Stored 3 vectors of batch job {job_id} in {user_dir / 'embeddings.db'}.\n"
     assert_cli_ok(cli("embed-multi", "reference", str(docs), "-m", "mistral-embed", "--store"))
