@@ -72,10 +72,14 @@ class LogsWriter:
 
     def existing_turns(self, turn_ids: list[str]) -> set[str]:
         """Which of ``turn_ids`` are logged already."""
+        return self._existing("turns", "id", turn_ids)
+
+    def _existing(self, table: str, column: str, keys: list[str]) -> set[str]:
+        """Which of ``keys`` ``table`` holds in ``column`` (its primary key), asked ``SQL_CHUNK`` at a time."""
         found: set[str] = set()
-        for start in range(0, len(turn_ids), SQL_CHUNK):
-            chunk = turn_ids[start : start + SQL_CHUNK]
-            query = f"select id from turns where id in ({','.join('?' * len(chunk))})"
+        for start in range(0, len(keys), SQL_CHUNK):
+            chunk = keys[start : start + SQL_CHUNK]
+            query = f"select {column} from {table} where {column} in ({','.join('?' * len(chunk))})"
             found.update(row[0] for row in self.db.execute(query, chunk).fetchall())
         return found
 
@@ -136,7 +140,7 @@ class LogsWriter:
                 self._response_json(response, own),
             ))
         conn = self.db.conn
-        stored = self._existing_messages(list(messages))
+        stored = self._existing("messages", "hash", list(messages))
         new = [digest for digest in messages if digest not in stored]
         conn.executemany(
             "insert or ignore into messages (hash, parent_hash, role, provider_metadata) values (?, ?, ?, ?)",
@@ -163,14 +167,6 @@ class LogsWriter:
         conn.executemany("delete from turn_search where turn_id = ?", [(row[0],) for row in turn_rows])
         conn.executemany("insert into turn_search (turn_id, prompt, response) values (?, ?, ?)",
                          [row for row in search_rows if row[1] or row[2]])
-
-    def _existing_messages(self, hashes: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(hashes), SQL_CHUNK):
-            chunk = hashes[start : start + SQL_CHUNK]
-            query = f"select hash from messages where hash in ({','.join('?' * len(chunk))})"
-            found.update(row[0] for row in self.db.execute(query, chunk).fetchall())
-        return found
 
     @staticmethod
     def _part_row(digest: str, position: int, part: Any) -> tuple[Any, ...]:

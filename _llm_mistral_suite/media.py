@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, NamedTuple, Optional
 import llm
 
 from .errors import MistralSuiteError
+from .progress import Progress
 from .storage import read_json_object, write_json_atomic
 
 STDIN_NAME = "standard input"
@@ -177,9 +178,7 @@ class ResultCache:
             problem = f"Cannot create {error.filename or 'the cache folder'}: {error.strerror or error}."
         else:
             return
-        import click
-
-        click.echo(f"Warning: {problem} The result was not cached.", err=True)
+        Progress().warn(f"{problem} The result was not cached.")
 
 
 def rejected_input(media: Media, service: str, error: MistralSuiteError, hint: str = "") -> MistralSuiteError:

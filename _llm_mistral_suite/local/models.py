@@ -66,13 +66,14 @@ class _LocalChatBase:
         tools = tool_definitions(prompt)
         if options.tool_choice and not tools:
             raise MistralSuiteError("-o tool_choice needs tools: give them with -T/--functions.")
-        if not fim:  # refused before the model loads, which can take seconds
-            ending = local_turns(prompt.messages, wire_tool_call_id)[-1:] or [Turn("system", "")]
-            refuse_nothing_to_answer(ending[0].role, bool(ending[0].text.strip() or ending[0].images))
+        turns = None if fim else local_turns(prompt.messages, wire_tool_call_id)
+        if turns is not None:  # nothing to answer is refused before the model loads, which can take seconds
+            last = turns[-1] if turns else Turn("system")
+            refuse_nothing_to_answer(last.role, bool(last.text.strip() or last.images))
         loaded = load_local_llama(self.info.path, n_ctx=options.n_ctx, n_gpu_layers=options.n_gpu_layers,
                                   n_threads=options.n_threads, verbose=bool(options.verbose))
         try:
-            ids, described = self._prompt_ids(prompt, loaded, tools, fim)
+            ids, described = self._prompt_ids(prompt, loaded, tools, turns)
         except MistralSuiteError:
             raise
         except Exception as exc:  # a chat template that rejects the conversation
@@ -158,15 +159,14 @@ class _LocalChatBase:
         sys.stderr.write(f"--- prompt: {counted}, {described} ---\n{vocab.show(ids)}\n---\n")
 
     def _prompt_ids(self, prompt: llm.Prompt, loaded: LoadedLlama, tools: list[dict[str, Any]],
-                    fim: bool) -> tuple[list[Any], str]:
-        """The prompt's token ids, and what built them."""
-        from ..wire import chat_messages, wire_tool_call_id
-        from .prompt import encode_chat, encode_fim, local_turns
+                    turns: list[Any] | None) -> tuple[list[Any], str]:
+        """The prompt's token ids, and what built them; ``turns``: the conversation's (None: fill in the middle)."""
+        from ..wire import chat_messages
+        from .prompt import encode_chat, encode_fim
 
-        if fim:
+        if turns is None:
             return encode_fim(loaded.vocab, self.model_id, prompt.prompt or "", prompt.options.suffix), "fill-in-the-middle"
         if loaded.dialect is not None:
-            turns = local_turns(prompt.messages, wire_tool_call_id)
             return (encode_chat(turns, tools, loaded.dialect, loaded.vocab, self.model_id),
                     f"Mistral {loaded.dialect.version} instruct format, as mistral-common encodes it")
         if tools:
