@@ -29,18 +29,23 @@ def project_bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def baseline_python() -> str:
-    """The baseline venv's interpreter (llm 0.36 + llm-mistral 0.16), created on first use."""
-    python = venv_bin(BASELINE_VENV, "python")
-    probe = [str(python), "-c", "import llm, llm_mistral"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+def _venv_python(venv: Path, probe: str, packages: list[str], what: str) -> str:
+    """The interpreter of ``venv``, created with ``packages`` first when it cannot run ``probe``."""
+    python = venv_bin(venv, "python")
+    if python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0:
         return str(python)
-    print(f"Creating the baseline venv {BASELINE_VENV} ({' '.join(BASELINE_PACKAGES)}) ...", file=sys.stderr)
+    print(f"Creating {venv} ({what}) ...", file=sys.stderr)
     WORK.mkdir(parents=True, exist_ok=True)
     base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--clear", str(BASELINE_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *BASELINE_PACKAGES], check=True)
+    subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
     return str(python)
+
+
+def baseline_python() -> str:
+    """The baseline venv's interpreter (llm 0.36 + llm-mistral 0.16), created on first use."""
+    return _venv_python(BASELINE_VENV, "import llm, llm_mistral", list(BASELINE_PACKAGES),
+                        f"the baseline: {' '.join(BASELINE_PACKAGES)}")
 
 
 SUITE_VENV = WORK / "suite-venv"
@@ -50,16 +55,8 @@ def suite_python() -> str:
     """A venv with llm 0.36 and this plugin only (an editable install of this checkout), as a user's
     ``llm install llm-mistral-suite`` gives: no test extras (numpy, which sqlite_utils then imports on every
     ``llm`` command, llama-cpp-python). Created on first use."""
-    python = venv_bin(SUITE_VENV, "python")
-    probe = [str(python), "-c", "import llm, llm_mistral_suite, httpx, httpx_sse"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return str(python)
-    print(f"Creating {SUITE_VENV} (llm==0.36 and this checkout, editable) ...", file=sys.stderr)
-    WORK.mkdir(parents=True, exist_ok=True)
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--clear", str(SUITE_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "llm==0.36", "-e", str(REPO)], check=True)
-    return str(python)
+    return _venv_python(SUITE_VENV, "import llm, llm_mistral_suite, httpx, httpx_sse", ["llm==0.36", "-e", str(REPO)],
+                        "llm==0.36 and this checkout, editable")
 
 
 def package_version(python: str, distribution: str) -> str:
